@@ -1,0 +1,1 @@
+//! Benchmarks for rbio engines; the targets live in `benches/`.
