@@ -1,0 +1,310 @@
+//! Typed errors: what went wrong with one operation (`IoError`) and with opening a device (`OpenError`).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// An operating-system error number, kept exactly as the kernel returned it.
+///
+/// A newtype rather than an enum so that every code, known or not, is reported exactly.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// Input/output error: the device answered and said no.
+    pub const EIO: Errno = Errno(libc::EIO);
+    /// Interrupted system call: the call should simply be made again.
+    pub const EINTR: Errno = Errno(libc::EINTR);
+    /// Resource temporarily unavailable: retry later.
+    pub const EAGAIN: Errno = Errno(libc::EAGAIN);
+    /// Device or resource busy: retry later.
+    pub const EBUSY: Errno = Errno(libc::EBUSY);
+    /// No space left on device.
+    pub const ENOSPC: Errno = Errno(libc::ENOSPC);
+    /// Invalid argument (for O_DIRECT, usually misalignment).
+    pub const EINVAL: Errno = Errno(libc::EINVAL);
+    /// Operation canceled.
+    pub const ECANCELED: Errno = Errno(libc::ECANCELED);
+    /// Operation not supported by this file or device.
+    pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
+
+    /// The errno left by the last failed libc call on this thread.
+    pub fn last() -> Errno {
+        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+
+    /// Whether making the same call again may succeed (`EINTR`, `EAGAIN`, `EBUSY`).
+    pub fn is_transient(self) -> bool {
+        self == Errno::EINTR || self == Errno::EAGAIN || self == Errno::EBUSY
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Errno({})", self.0)
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+/// An NVMe completion status: status code type, status code and the do-not-retry bit.
+///
+/// Codes a device can extend stay open: any `(sct, sc)` pair is representable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NvmeStatus {
+    /// Status code type (0 generic, 1 command specific, 2 media and data integrity, 3 path).
+    pub sct: u8,
+    /// Status code within its type.
+    pub sc: u8,
+    /// Do not retry: the controller says the same command will fail again.
+    pub dnr: bool,
+}
+
+impl NvmeStatus {
+    /// Generic status: invalid field in command.
+    pub const INVALID_FIELD: (u8, u8) = (0, 0x02);
+    /// Generic status: data transfer error.
+    pub const DATA_TRANSFER_ERROR: (u8, u8) = (0, 0x04);
+    /// Generic status: internal error.
+    pub const INTERNAL_ERROR: (u8, u8) = (0, 0x06);
+    /// Generic status: LBA out of range.
+    pub const LBA_OUT_OF_RANGE: (u8, u8) = (0, 0x80);
+    /// Media error: unrecovered read error.
+    pub const UNRECOVERED_READ_ERROR: (u8, u8) = (2, 0x81);
+
+    /// A short name for well-known codes, `None` for the rest.
+    pub fn name(self) -> Option<&'static str> {
+        match (self.sct, self.sc) {
+            Self::INVALID_FIELD => Some("invalid field in command"),
+            Self::DATA_TRANSFER_ERROR => Some("data transfer error"),
+            Self::INTERNAL_ERROR => Some("internal error"),
+            Self::LBA_OUT_OF_RANGE => Some("LBA out of range"),
+            Self::UNRECOVERED_READ_ERROR => Some("unrecovered read error"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for NvmeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NVMe status sct {:#x} sc {:#04x}", self.sct, self.sc)?;
+        if let Some(name) = self.name() {
+            write!(f, " ({name})")?;
+        }
+        if self.dnr {
+            write!(f, ", do not retry")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why one operation did not transfer all its bytes.
+///
+/// The variants separate a device that said no (`Os`, `Nvme`, `ShortTransfer`) from a request
+/// refused before it reached the device (`Misaligned`, `OutOfRange`, `Unsupported`) and from a
+/// device that did not answer (`TimedOut`, `Canceled`): see [`IoError::is_device_answer`].
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IoError {
+    /// The kernel returned this error number.
+    Os(Errno),
+    /// The NVMe controller completed the command with this status.
+    Nvme(NvmeStatus),
+    /// The device transferred fewer bytes than asked and could not continue.
+    ShortTransfer {
+        /// Bytes transferred before the transfer stopped.
+        done_bytes: usize,
+        /// Bytes the operation asked for.
+        len_bytes: usize,
+    },
+    /// Offset, length or buffer address is not a multiple of the alignment the device needs.
+    Misaligned {
+        /// The alignment the device needs, in bytes.
+        align_bytes: usize,
+    },
+    /// The operation reaches past the end of the device.
+    OutOfRange {
+        /// The device's size.
+        size_bytes: u64,
+    },
+    /// The operation was canceled before it completed (for example when its engine was dropped).
+    Canceled,
+    /// The device did not answer within the operation's timeout.
+    TimedOut {
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The engine or device cannot perform this kind of operation.
+    Unsupported {
+        /// What is unsupported, in a few words.
+        what: &'static str,
+    },
+}
+
+impl IoError {
+    /// Whether the same operation, submitted again, may succeed: `EINTR`, `EAGAIN`, `EBUSY`.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, IoError::Os(errno) if errno.is_transient())
+    }
+
+    /// Whether the device answered (with an error) rather than staying silent.
+    ///
+    /// `false` for timeouts and cancellations: nothing is known about the data.
+    pub fn is_device_answer(&self) -> bool {
+        !matches!(self, IoError::TimedOut { .. } | IoError::Canceled)
+    }
+}
+
+impl fmt::Display for IoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IoError::Os(errno) => write!(f, "{errno}"),
+            IoError::Nvme(status) => write!(f, "{status}"),
+            IoError::ShortTransfer {
+                done_bytes,
+                len_bytes,
+            } => write!(f, "short transfer: {done_bytes} of {len_bytes} bytes"),
+            IoError::Misaligned { align_bytes } => {
+                write!(f, "misaligned: offset, length and buffer must be multiples of {align_bytes} bytes")
+            }
+            IoError::OutOfRange { size_bytes } => {
+                write!(f, "out of range: the device ends at {size_bytes} bytes")
+            }
+            IoError::Canceled => write!(f, "canceled"),
+            IoError::TimedOut { timeout } => write!(f, "timed out after {timeout:?}"),
+            IoError::Unsupported { what } => write!(f, "unsupported: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for IoError {}
+
+impl From<Errno> for IoError {
+    fn from(errno: Errno) -> Self {
+        IoError::Os(errno)
+    }
+}
+
+/// Why a device could not be opened.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum OpenError {
+    /// The path does not exist.
+    NotFound {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The path is a directory.
+    IsDirectory {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// The path is neither a regular file, a block device nor a character device.
+    UnsupportedKind {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// O_DIRECT was asked for and the file system or device refused it.
+    DirectUnsupported {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// Any other failure of a system call while opening or probing.
+    Io {
+        /// The path asked for.
+        path: PathBuf,
+        /// What was being done, in a few words ("open", "BLKGETSIZE64").
+        step: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::NotFound { path } => write!(f, "{}: no such file or device", path.display()),
+            OpenError::IsDirectory { path } => {
+                write!(
+                    f,
+                    "{}: is a directory, not a device or image file",
+                    path.display()
+                )
+            }
+            OpenError::UnsupportedKind { path } => write!(
+                f,
+                "{}: not a regular file, block device or character device",
+                path.display()
+            ),
+            OpenError::DirectUnsupported { path } => write!(
+                f,
+                "{}: O_DIRECT refused by the file system (try without direct I/O)",
+                path.display()
+            ),
+            OpenError::Io { path, step, source } => {
+                write!(f, "{}: {step} failed: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_display_names_the_error() {
+        assert_eq!(Errno::EIO.to_string(), "Input/output error (os error 5)");
+    }
+
+    #[test]
+    fn transient_errors_are_exactly_eintr_eagain_ebusy() {
+        assert!(IoError::Os(Errno::EINTR).is_transient());
+        assert!(IoError::Os(Errno::EAGAIN).is_transient());
+        assert!(IoError::Os(Errno::EBUSY).is_transient());
+        assert!(!IoError::Os(Errno::EIO).is_transient());
+        assert!(!IoError::Canceled.is_transient());
+    }
+
+    #[test]
+    fn silence_is_not_an_answer() {
+        assert!(!IoError::TimedOut {
+            timeout: Duration::from_secs(1)
+        }
+        .is_device_answer());
+        assert!(!IoError::Canceled.is_device_answer());
+        assert!(IoError::Os(Errno::EIO).is_device_answer());
+    }
+
+    #[test]
+    fn nvme_status_display_names_known_codes_and_keeps_unknown_ones() {
+        let out_of_range = NvmeStatus {
+            sct: 0,
+            sc: 0x80,
+            dnr: true,
+        };
+        assert_eq!(
+            out_of_range.to_string(),
+            "NVMe status sct 0x0 sc 0x80 (LBA out of range), do not retry"
+        );
+        let vendor = NvmeStatus {
+            sct: 7,
+            sc: 0xc1,
+            dnr: false,
+        };
+        assert_eq!(vendor.to_string(), "NVMe status sct 0x7 sc 0xc1");
+    }
+}

@@ -1,0 +1,96 @@
+//! The serial engine: one synchronous `pread`/`pwrite` after another, the reference behaviour.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+
+use crate::blocking;
+use crate::completion::Completion;
+use crate::device::Device;
+use crate::engine::{Capabilities, Engine, Wait};
+use crate::op::Op;
+use crate::ready::Readiness;
+
+/// How many operations one `reap` performs at most, so a caller polling several engines is
+/// not held up by a long queue.
+pub const SERIAL_REAP_OPS_MAX: usize = 64;
+
+/// Performs operations one at a time, in submission order, inside `reap`.
+///
+/// Every other engine is tested against it and every benchmark compares with it.
+#[derive(Debug)]
+pub struct SerialEngine {
+    device: Arc<Device>,
+    queued: VecDeque<Op>,
+    refused: Vec<Completion>,
+    readiness: Readiness,
+}
+
+impl SerialEngine {
+    /// A serial engine for `device`.
+    ///
+    /// # Errors
+    /// The error of creating its readiness eventfd.
+    pub fn new(device: Arc<Device>) -> io::Result<SerialEngine> {
+        Ok(SerialEngine {
+            device,
+            queued: VecDeque::new(),
+            refused: Vec::new(),
+            readiness: Readiness::new()?,
+        })
+    }
+
+    fn perform(&self, mut op: Op) -> Completion {
+        let info = op.info();
+        let result = blocking::transfer(&self.device, &info, op.buffer_mut());
+        op.complete(result)
+    }
+}
+
+impl Engine for SerialEngine {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            name: "serial",
+            align_bytes: self.device.align_bytes(),
+            in_flight_max: 1,
+            fixed_buffers: false,
+            passthrough: false,
+        }
+    }
+
+    fn submit(&mut self, ops: &mut Vec<Op>) {
+        for op in ops.drain(..) {
+            match self.device.admit(op) {
+                Ok(op) => self.queued.push_back(op),
+                Err(refused) => self.refused.push(refused),
+            }
+        }
+        if self.pending_count() > 0 {
+            self.readiness.signal();
+        }
+    }
+
+    fn reap(&mut self, completions: &mut Vec<Completion>, _wait: Wait) -> usize {
+        let before = completions.len();
+        completions.append(&mut self.refused);
+        for _ in 0..SERIAL_REAP_OPS_MAX {
+            let Some(op) = self.queued.pop_front() else {
+                break;
+            };
+            completions.push(self.perform(op));
+        }
+        if self.pending_count() == 0 {
+            self.readiness.clear();
+        }
+        completions.len() - before
+    }
+
+    fn pending_count(&self) -> usize {
+        self.queued.len() + self.refused.len()
+    }
+
+    fn readiness(&self) -> BorrowedFd<'_> {
+        self.readiness.as_fd()
+    }
+}
