@@ -234,7 +234,8 @@ impl Device {
             });
         }
         let size_known = self.kind != DeviceKind::Char || self.size_bytes > 0;
-        if size_known && info.end_bytes() > self.size_bytes {
+        let end_bytes = info.offset_bytes.checked_add(info.len_bytes as u64);
+        if size_known && end_bytes.is_none_or(|end_bytes| end_bytes > self.size_bytes) {
             return Err(IoError::OutOfRange {
                 size_bytes: self.size_bytes,
             });
