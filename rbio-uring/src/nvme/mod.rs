@@ -1,0 +1,26 @@
+//! NVMe passthrough: the kernel ABI, the typed command encoder and status decoding.
+//!
+//! Everything here is plain data and arithmetic, tested on hand-checked bytes. The io_uring
+//! passthrough engine builds its SQEs from [`NvmeIo::encode`] and decodes `cqe.res` with
+//! [`nvme_res_to_result`].
+
+mod abi;
+mod cmd;
+mod status;
+
+pub use abi::{
+    ioc, NvmeAdminCmd, NvmePassthruCmd, NvmeUringCmd, IOC_NONE, IOC_READ, IOC_WRITE,
+    NVME_CMD_BYTES, NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, NVME_IOCTL_IO_CMD, NVME_URING_CMD_ADMIN,
+    NVME_URING_CMD_IO,
+};
+pub use cmd::{
+    LbaError, LbaFormat, LbaPiece, LbaRange, LbaSplit, NvmeEncodeError, NvmeIo, NvmeIoOpcode,
+    NVME_BLOCK_COUNT_MAX,
+};
+pub use status::{
+    decode_nvme_status, nvme_res_to_result, NVME_SCT_COMMAND_SPECIFIC, NVME_SCT_GENERIC,
+    NVME_SCT_MEDIA, NVME_SCT_PATH, NVME_SCT_VENDOR, NVME_SC_ABORT_REQUESTED,
+    NVME_SC_CAPACITY_EXCEEDED, NVME_SC_HOST_ABORTED_COMMAND, NVME_SC_HOST_PATH_ERROR,
+    NVME_SC_INVALID_NAMESPACE_OR_FORMAT, NVME_SC_INVALID_OPCODE, NVME_SC_NAMESPACE_NOT_READY,
+    NVME_SC_WRITE_FAULT,
+};
