@@ -1,11 +1,17 @@
-//! NVMe passthrough: the kernel ABI, the typed command encoder and status decoding.
+//! NVMe passthrough: the kernel ABI, the typed command encoder, Identify, transfer limits and
+//! status decoding.
 //!
-//! Everything here is plain data and arithmetic, tested on hand-checked bytes. The io_uring
-//! passthrough engine builds its SQEs from [`NvmeIo::encode`] and decodes `cqe.res` with
-//! [`nvme_res_to_result`].
+//! Only `ioctl.rs` contains `unsafe` (the synchronous ioctls); everything else is plain data
+//! and arithmetic, tested on hand-checked bytes. The io_uring passthrough engine builds its
+//! SQEs from [`NvmeIo::encode`], splits by [`NvmeNamespaceInfo::max_transfer_bytes_at`] and
+//! decodes `cqe.res` with [`nvme_res_to_result`].
 
 mod abi;
 mod cmd;
+mod identify;
+mod ioctl;
+mod limits;
+mod open;
 mod status;
 
 pub use abi::{
@@ -17,6 +23,17 @@ pub use cmd::{
     LbaError, LbaFormat, LbaPiece, LbaRange, LbaSplit, NvmeEncodeError, NvmeIo, NvmeIoOpcode,
     NVME_BLOCK_COUNT_MAX,
 };
+pub use identify::{
+    parse_identify_controller_mdts, parse_identify_namespace, IdentifyError, IdentifyNamespace,
+    NvmeNamespaceInfo,
+};
+pub use ioctl::nvme_read_blocking;
+pub use limits::{
+    max_transfer_bytes_from_mdts, parse_max_hw_sectors_kb, parse_max_segments, sysfs_queue_dirs,
+    transfer_limit_bytes, KernelQueueLimits, NVME_MPSMIN_BYTES_ASSUMED, NVME_SEGMENTS_ASSUMED,
+    NVME_TRANSFER_BYTES_UNLIMITED_CAP,
+};
+pub use open::{check_nvme_char_device, NvmeOpenError};
 pub use status::{
     decode_nvme_status, nvme_res_to_result, NVME_SCT_COMMAND_SPECIFIC, NVME_SCT_GENERIC,
     NVME_SCT_MEDIA, NVME_SCT_PATH, NVME_SCT_VENDOR, NVME_SC_ABORT_REQUESTED,

@@ -1,0 +1,131 @@
+//! The synchronous NVMe ioctls: namespace id, admin and I/O passthrough, and a blocking read.
+//!
+//! This is the only nvme file with `unsafe`: each ioctl hands the kernel a command whose data
+//! address is a buffer borrowed mutably for the whole (synchronous) call, so no caller can
+//! point the kernel at memory it does not own.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use rbio_core::{Errno, IoError};
+
+use super::abi::{
+    NvmeAdminCmd, NvmePassthruCmd, NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, NVME_IOCTL_IO_CMD,
+};
+use super::cmd::{LbaError, NvmeIo, NvmeIoOpcode};
+use super::identify::NvmeNamespaceInfo;
+use super::status::nvme_res_to_result;
+
+/// Admin opcode of Identify.
+const ADMIN_OPCODE_IDENTIFY: u8 = 0x06;
+/// Bytes of every Identify data structure.
+pub(crate) const IDENTIFY_PAGE_BYTES: usize = 4096;
+
+/// The namespace id behind `fd`, from `NVME_IOCTL_ID` (the kernel returns it as the value).
+pub(crate) fn namespace_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: NVME_IOCTL_ID takes no argument, so the kernel touches no user memory; `fd` is a
+    // live descriptor for the duration of the borrow.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), NVME_IOCTL_ID as _) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret.unsigned_abs())
+}
+
+/// Runs one passthrough command through `request` with `buf` as its whole data buffer and
+/// returns the completion's dword 0.
+fn passthru(
+    fd: BorrowedFd<'_>,
+    request: u32,
+    cmd: &mut NvmePassthruCmd,
+    buf: &mut [u8],
+) -> Result<u32, IoError> {
+    assert_eq!(cmd.metadata, 0, "passthrough with a metadata buffer");
+    assert_eq!(cmd.metadata_len, 0, "passthrough with a metadata length");
+    let Ok(data_len_bytes) = u32::try_from(buf.len()) else {
+        return Err(IoError::Unsupported {
+            what: "a passthrough buffer of 4 GiB or more",
+        });
+    };
+    cmd.addr = buf.as_mut_ptr() as u64;
+    cmd.data_len = data_len_bytes;
+    cmd.result = 0;
+    let cmd_ptr: *mut NvmePassthruCmd = cmd;
+    // SAFETY: `cmd_ptr` is a valid, exclusive `struct nvme_passthru_cmd` (layout checked in
+    // abi.rs) that the kernel reads and writes back during the call. Its `addr`/`data_len`
+    // describe exactly `buf`, which is mutably borrowed until this synchronous ioctl returns,
+    // and it has no metadata buffer (asserted above).
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, cmd_ptr) };
+    if ret < 0 {
+        return Err(IoError::Os(Errno::last()));
+    }
+    nvme_res_to_result(ret)?;
+    Ok(cmd.result)
+}
+
+/// Identify with `cns` for `nsid` through `NVME_IOCTL_ADMIN_CMD`: the 4096-byte data structure.
+pub(crate) fn identify(
+    fd: BorrowedFd<'_>,
+    cns: u8,
+    nsid: u32,
+) -> Result<Box<[u8; IDENTIFY_PAGE_BYTES]>, IoError> {
+    let mut page = Box::new([0u8; IDENTIFY_PAGE_BYTES]);
+    let mut cmd = NvmeAdminCmd {
+        opcode: ADMIN_OPCODE_IDENTIFY,
+        nsid,
+        cdw10: u32::from(cns),
+        ..NvmeAdminCmd::default()
+    };
+    passthru(fd, NVME_IOCTL_ADMIN_CMD, &mut cmd, &mut page[..])?;
+    Ok(page)
+}
+
+/// Reads `buf.len()` bytes at `offset_bytes` of the namespace with NVMe Read commands through
+/// the synchronous `NVME_IOCTL_IO_CMD`, one command per transfer-sized piece.
+///
+/// The reference path for the passthrough engine and the guest tests: slow (one command at a
+/// time) but with nothing between rbio and the controller except the kernel.
+///
+/// # Errors
+///
+/// [`IoError::Misaligned`] when offset or length is not a multiple of the LBA size (nothing
+/// is sent); otherwise the first failing command's [`IoError::Nvme`] or [`IoError::Os`].
+pub fn nvme_read_blocking(
+    fd: BorrowedFd<'_>,
+    info: &NvmeNamespaceInfo,
+    offset_bytes: u64,
+    buf: &mut [u8],
+) -> Result<(), IoError> {
+    let format = info.lba_format;
+    let max_transfer_bytes = info.max_transfer_bytes_at(buf.as_ptr() as usize);
+    let split = format
+        .split(offset_bytes, buf.len() as u64, max_transfer_bytes)
+        .map_err(|error| match error {
+            LbaError::TransferTooSmall { .. } => IoError::Unsupported {
+                what: "a transfer limit below one logical block",
+            },
+            _ => IoError::Misaligned {
+                align_bytes: format.lba_bytes() as usize,
+            },
+        })?;
+    for piece in split {
+        let start = piece.buffer_offset_bytes as usize;
+        let len_bytes = piece.block_count * format.lba_bytes();
+        let piece_buf = &mut buf[start..start + len_bytes as usize];
+        let io = NvmeIo {
+            opcode: NvmeIoOpcode::Read,
+            nsid: info.nsid,
+            start_lba: piece.start_lba,
+            block_count: piece.block_count,
+            addr: piece_buf.as_mut_ptr() as u64,
+            data_len_bytes: len_bytes,
+        };
+        let encoded = io
+            .encode(format)
+            .unwrap_or_else(|error| panic!("split piece {piece:?} does not encode: {error}"));
+        let mut cmd = NvmePassthruCmd::from(encoded);
+        passthru(fd, NVME_IOCTL_IO_CMD, &mut cmd, piece_buf)?;
+    }
+    Ok(())
+}
