@@ -1,1 +1,16 @@
-//! placeholder
+//! raw_block cache device recovery: the on-device format written by LMCache's `RawBlockCore`,
+//! checkpoint load and slot-header validation over any rbio engine.
+//!
+//! The format itself (layout rules, slot and mirror headers, key identities) is pure code with
+//! no I/O: [`Layout`], [`Geometry`], [`SlotHeader`], [`CheckpointHeader`] and [`KeyNamespace`]
+//! are its entry points.
+#![forbid(unsafe_code)]
+
+mod format;
+
+pub use format::{
+    crc32, encode_mirror, legacy_identity, mirror_index_for_seq, object_identity, CheckpointHeader,
+    CheckpointHeaderError, CheckpointRejection, FormatError, Geometry, IdentityError, KeyNamespace,
+    Layout, MirrorWrite, ObjectKey, SlotHeader, SlotHeaderError, SlotOffsetError,
+    CHECKPOINT_HEADER_BYTES, MIRROR_COUNT, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC,
+};

@@ -1,0 +1,27 @@
+//! The raw_block on-device format, version 1 (spec/raw-block-v1.md): pure encoders, decoders
+//! and rules, with no I/O.
+//!
+//! - [`Layout`] is the configuration; [`Layout::validate`] turns it into a [`Geometry`] for a
+//!   device size, which places slots and checkpoint mirrors.
+//! - [`SlotHeader`] is the 24 bytes at the start of every slot.
+//! - [`CheckpointHeader`] is the 32 bytes at the start of a mirror; [`encode_mirror`] lays out a
+//!   checkpoint write.
+//! - [`KeyNamespace::identity`] derives the identity a slot header stores for a key;
+//!   [`ObjectKey`] encodes keys.
+//!
+//! Every on-device integer is little-endian, written with `to_le_bytes` and read with
+//! `from_le_bytes`; the lints below keep it so.
+#![deny(clippy::host_endian_bytes, clippy::big_endian_bytes)]
+
+mod checkpoint_header;
+mod identity;
+mod layout;
+mod slot_header;
+
+pub use checkpoint_header::{
+    crc32, encode_mirror, mirror_index_for_seq, CheckpointHeader, CheckpointHeaderError,
+    CheckpointRejection, MirrorWrite, CHECKPOINT_HEADER_BYTES,
+};
+pub use identity::{legacy_identity, object_identity, IdentityError, KeyNamespace, ObjectKey};
+pub use layout::{FormatError, Geometry, Layout, SlotOffsetError, MIRROR_COUNT};
+pub use slot_header::{SlotHeader, SlotHeaderError, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC};
