@@ -1,16 +1,19 @@
 //! raw_block cache device recovery: the on-device format written by LMCache's `RawBlockCore`,
 //! checkpoint load and slot-header validation over any rbio engine.
 //!
-//! The format itself (layout rules, slot and mirror headers, key identities) is pure code with
-//! no I/O: [`Layout`], [`Geometry`], [`SlotHeader`], [`CheckpointHeader`] and [`KeyNamespace`]
-//! are its entry points.
+//! The format itself (layout rules, slot and mirror headers, the checkpoint payload, key
+//! identities) is pure code with no I/O: [`Layout`], [`Geometry`], [`SlotHeader`],
+//! [`CheckpointHeader`], [`Checkpoint`] and [`KeyNamespace`] are its entry points.
 #![forbid(unsafe_code)]
 
 mod format;
 
 pub use format::{
-    crc32, encode_mirror, legacy_identity, mirror_index_for_seq, object_identity, CheckpointHeader,
-    CheckpointHeaderError, CheckpointRejection, FormatError, Geometry, IdentityError, KeyNamespace,
-    Layout, MirrorWrite, ObjectKey, SlotHeader, SlotHeaderError, SlotOffsetError,
-    CHECKPOINT_HEADER_BYTES, MIRROR_COUNT, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC,
+    crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,
+    object_identity, ApplyRejection, Checkpoint, CheckpointEntry, CheckpointError, CheckpointHead,
+    CheckpointHeader, CheckpointHeaderError, CheckpointRejection, CheckpointWriter,
+    DevicePathPolicy, EntryFields, EntryProblem, EntryRejection, FormatError, Geometry,
+    IdentityError, IntegerProblem, JsonKind, KeyNamespace, Layout, MirrorWrite, ObjectKey,
+    SlotHeader, SlotHeaderError, SlotOffsetError, TensorMeta, CHECKPOINT_HEADER_BYTES,
+    MIRROR_COUNT, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC,
 };

@@ -6,6 +6,9 @@
 //! - [`SlotHeader`] is the 24 bytes at the start of every slot.
 //! - [`CheckpointHeader`] is the 32 bytes at the start of a mirror; [`encode_mirror`] lays out a
 //!   checkpoint write.
+//! - [`Checkpoint`] is a parsed payload; [`CheckpointWriter`] and [`encode_checkpoint`] write
+//!   one byte-compatible with LMCache. Its apply rules are [`Checkpoint::check_against`] and
+//!   [`CheckpointEntry::slot_index`].
 //! - [`KeyNamespace::identity`] derives the identity a slot header stores for a key;
 //!   [`ObjectKey`] encodes keys.
 //!
@@ -13,15 +16,26 @@
 //! `from_le_bytes`; the lints below keep it so.
 #![deny(clippy::host_endian_bytes, clippy::big_endian_bytes)]
 
+mod checkpoint;
+mod checkpoint_error;
 mod checkpoint_header;
+mod checkpoint_parse;
+mod checkpoint_write;
 mod identity;
 mod layout;
 mod slot_header;
 
+pub use checkpoint::{
+    Checkpoint, CheckpointEntry, CheckpointHead, DevicePathPolicy, EntryFields, TensorMeta,
+};
+pub use checkpoint_error::{
+    ApplyRejection, CheckpointError, EntryProblem, EntryRejection, IntegerProblem, JsonKind,
+};
 pub use checkpoint_header::{
     crc32, encode_mirror, mirror_index_for_seq, CheckpointHeader, CheckpointHeaderError,
     CheckpointRejection, MirrorWrite, CHECKPOINT_HEADER_BYTES,
 };
+pub use checkpoint_write::{encode_checkpoint, CheckpointWriter};
 pub use identity::{legacy_identity, object_identity, IdentityError, KeyNamespace, ObjectKey};
 pub use layout::{FormatError, Geometry, Layout, SlotOffsetError, MIRROR_COUNT};
 pub use slot_header::{SlotHeader, SlotHeaderError, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC};
