@@ -6,8 +6,14 @@
 //! [`CheckpointHeader`], [`Checkpoint`] and [`KeyNamespace`] are its entry points.
 #![forbid(unsafe_code)]
 
+mod bringup;
 mod format;
+mod report;
 
+pub use bringup::{
+    open_device, Bringup, BringupError, BringupOptions, IndexEntry, MirrorStatus, MirrorVerdict,
+    Phase, Progress, Recovered,
+};
 pub use format::{
     crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,
     object_identity, ApplyRejection, Checkpoint, CheckpointEntry, CheckpointError, CheckpointHead,
@@ -16,4 +22,8 @@ pub use format::{
     IdentityError, IntegerProblem, JsonKind, KeyNamespace, Layout, MirrorWrite, ObjectKey,
     SlotHeader, SlotHeaderError, SlotOffsetError, TensorMeta, CHECKPOINT_HEADER_BYTES,
     MIRROR_COUNT, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC,
+};
+pub use report::{
+    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes,
+    RejectReason, Report, StaleReason,
 };

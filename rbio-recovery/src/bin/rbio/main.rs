@@ -1,1 +1,2 @@
+//! The `rbio` command (being built).
 fn main() {}

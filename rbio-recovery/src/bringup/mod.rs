@@ -1,0 +1,463 @@
+//! Bringup: open, select the checkpoint, parse, apply, validate, report, in that order and
+//! each timed. Reads only; it never writes to the device.
+//!
+//! The validation loop is written once and fed by whatever engine the caller chose.
+
+mod apply;
+mod read;
+mod select;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rbio_core::{BufferPool, Device, Engine, PoolError, StreamError, PAGE_BYTES};
+
+pub use select::{MirrorStatus, MirrorVerdict};
+
+use crate::format::{
+    Checkpoint, CheckpointHead, CheckpointWriter, DevicePathPolicy, EntryFields, FormatError,
+    Geometry, Layout, SLOT_HEADER_INFO_BYTES,
+};
+use crate::report::{
+    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes, Report,
+};
+
+/// How to bring a device up.
+#[derive(Clone, Debug)]
+pub struct BringupOptions {
+    /// The layout the device was written with (LMCache's configuration).
+    pub layout: Layout,
+    /// The path the checkpoint's `device_path` must equal; `None`: the path the device was
+    /// opened under.
+    pub configured_device_path: Option<String>,
+    /// Whether a different recorded `device_path` ignores the checkpoint (LMCache) or only
+    /// warns (an image copied elsewhere).
+    pub device_path_policy: DevicePathPolicy,
+    /// Read and check every kept entry's slot header (LMCache's `meta_verify_on_load`).
+    pub verify: bool,
+    /// Keep entries whose header could not be read (default), or drop them as LMCache does.
+    pub keep_unreadable: bool,
+    /// Header reads in flight at once.
+    pub window_ops_max: usize,
+    /// List every entry in the report, not only those that were not simply kept.
+    pub report_all_entries: bool,
+}
+
+impl Default for BringupOptions {
+    fn default() -> Self {
+        BringupOptions {
+            layout: Layout::default(),
+            configured_device_path: None,
+            device_path_policy: DevicePathPolicy::Strict,
+            verify: true,
+            keep_unreadable: true,
+            window_ops_max: 256,
+            report_all_entries: false,
+        }
+    }
+}
+
+/// A bringup phase, for progress reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Selecting the checkpoint.
+    Select,
+    /// Parsing its payload.
+    Parse,
+    /// Applying it.
+    Apply,
+    /// Validating slot headers.
+    Validate,
+}
+
+/// How far a phase has come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// The phase.
+    pub phase: Phase,
+    /// Units done (slots, for validation).
+    pub done: u64,
+    /// Units in all.
+    pub total: u64,
+}
+
+/// Why bringup could not produce an index.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum BringupError {
+    /// The layout does not fit the device.
+    Layout(FormatError),
+    /// The buffer pools could not be allocated.
+    Pool(PoolError),
+    /// The engine stopped answering.
+    Engine(StreamError),
+    /// No checkpoint could be accepted and at least one mirror could not be read: starting
+    /// empty would discard entries the device never answered about.
+    CheckpointUnreadable {
+        /// Both mirrors as found.
+        mirrors: Vec<MirrorStatus>,
+    },
+}
+
+impl fmt::Display for BringupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BringupError::Layout(error) => write!(f, "layout does not fit the device: {error}"),
+            BringupError::Pool(error) => write!(f, "buffer pool: {error}"),
+            BringupError::Engine(error) => write!(f, "{error}"),
+            BringupError::CheckpointUnreadable { mirrors } => {
+                write!(f, "no checkpoint could be read:")?;
+                for mirror in mirrors {
+                    write!(f, " mirror {} {};", mirror.mirror_index, mirror.verdict)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for BringupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BringupError::Layout(error) => Some(error),
+            BringupError::Pool(error) => Some(error),
+            BringupError::Engine(error) => Some(error),
+            BringupError::CheckpointUnreadable { .. } => None,
+        }
+    }
+}
+
+/// One entry of the recovered index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// The encoded key.
+    pub key: String,
+    /// Offset, size and tensor metadata, as in the checkpoint.
+    pub fields: EntryFields<'static>,
+}
+
+/// What bringup recovered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The index, in checkpoint order.
+    pub index: Vec<IndexEntry>,
+    /// Slots below `next_slot` that no index entry owns, ascending.
+    pub free_slots: Vec<u64>,
+    /// The first slot never allocated.
+    pub next_slot: u64,
+    /// What happened.
+    pub report: Report,
+}
+
+impl Recovered {
+    /// A checkpoint payload holding the recovered state, for an explicit checkpoint write
+    /// (bringup itself never writes).
+    pub fn checkpoint_payload(
+        &self,
+        layout: &Layout,
+        geometry: &Geometry,
+        device_path: &str,
+    ) -> Vec<u8> {
+        let head = CheckpointHead::for_layout(layout, geometry, device_path, self.next_slot);
+        let mut writer = CheckpointWriter::new(&head);
+        for entry in &self.index {
+            writer.push(&entry.key, &entry.fields);
+        }
+        writer.finish()
+    }
+}
+
+/// A device ready to be brought up, with the buffers its validation will use.
+pub struct Bringup {
+    device: Arc<Device>,
+    options: BringupOptions,
+    geometry: Geometry,
+    header_pool: BufferPool,
+    payload_pool: BufferPool,
+}
+
+/// Bytes per payload read while selecting the checkpoint.
+const PAYLOAD_CHUNK_BYTES: usize = 1 << 20;
+/// Payload reads in flight at once.
+const PAYLOAD_WINDOW_OPS: usize = 8;
+
+impl Bringup {
+    /// Prepares bringup of `device` with `options`: checks the layout against the device.
+    ///
+    /// # Errors
+    /// [`BringupError::Layout`] when the layout breaks a rule or does not fit,
+    /// [`BringupError::Pool`] when buffers cannot be allocated.
+    pub fn new(device: Arc<Device>, options: BringupOptions) -> Result<Bringup, BringupError> {
+        let geometry = options
+            .layout
+            .validate(device.size_bytes())
+            .map_err(BringupError::Layout)?;
+        let header_bytes = header_read_bytes(&device, &options.layout);
+        let window = options.window_ops_max.max(1);
+        let header_pool = BufferPool::new(
+            header_bytes.next_multiple_of(PAGE_BYTES),
+            window,
+            PAGE_BYTES,
+        )
+        .map_err(BringupError::Pool)?;
+        let chunk_bytes = PAYLOAD_CHUNK_BYTES.max(options.layout.block_align as usize);
+        let payload_pool = BufferPool::new(chunk_bytes, PAYLOAD_WINDOW_OPS, PAGE_BYTES)
+            .map_err(BringupError::Pool)?;
+        Ok(Bringup {
+            device,
+            options,
+            geometry,
+            header_pool,
+            payload_pool,
+        })
+    }
+
+    /// The pool validation takes header buffers from: register it with engines that use
+    /// fixed buffers.
+    pub fn header_pool(&self) -> &BufferPool {
+        &self.header_pool
+    }
+
+    /// The device's geometry under the layout.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Runs bringup through `engine`, calling `progress` as validation advances.
+    ///
+    /// # Errors
+    /// [`BringupError::Engine`] if the engine stops answering, and
+    /// [`BringupError::CheckpointUnreadable`] if no checkpoint was valid and a mirror could
+    /// not be read. A checkpoint that is invalid or contradicts the layout is not an error:
+    /// the index starts empty and the report says why.
+    pub fn run(
+        &self,
+        engine: &mut dyn Engine,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Recovered, BringupError> {
+        let started = Instant::now();
+        let mut report = self.empty_report(engine);
+        let selection = select::select(
+            engine,
+            &self.payload_pool,
+            &self.options.layout,
+            &self.geometry,
+            false,
+        )?;
+        report.mirrors = selection.mirrors.clone();
+        report.phases.select = started.elapsed();
+        progress(Progress {
+            phase: Phase::Select,
+            done: 1,
+            total: 1,
+        });
+        let Some((mirror_index, header, payload)) = selection.chosen else {
+            let unreadable = |m: &MirrorStatus| matches!(m.verdict, MirrorVerdict::Unreadable(_));
+            if selection.mirrors.iter().any(unreadable) {
+                return Err(BringupError::CheckpointUnreadable {
+                    mirrors: selection.mirrors,
+                });
+            }
+            return Ok(self.finish_empty(report, started));
+        };
+        self.warn_unreadable_mirrors(&mut report);
+        report.checkpoint = Some(ChosenCheckpoint {
+            mirror_index,
+            seq: header.seq,
+            payload_len_bytes: header.payload_len_bytes,
+        });
+
+        let parse_started = Instant::now();
+        let parsed = Checkpoint::parse(&payload);
+        report.phases.parse = parse_started.elapsed();
+        progress(Progress {
+            phase: Phase::Parse,
+            done: 1,
+            total: 1,
+        });
+        let checkpoint = match parsed {
+            Ok(checkpoint) => checkpoint,
+            Err(error) => {
+                report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
+                return Ok(self.finish_empty(report, started));
+            }
+        };
+        self.recover(engine, checkpoint, report, started, progress)
+    }
+
+    fn recover(
+        &self,
+        engine: &mut dyn Engine,
+        checkpoint: Checkpoint<'_>,
+        mut report: Report,
+        started: Instant,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Recovered, BringupError> {
+        let apply_started = Instant::now();
+        let configured = self.configured_device_path();
+        let policy = self.options.device_path_policy;
+        if let Err(rejection) = checkpoint.check_against(
+            &self.options.layout,
+            &self.geometry,
+            Some(&configured),
+            policy,
+        ) {
+            report.ignored = Some(CheckpointIgnored::Apply(rejection));
+            return Ok(self.finish_empty(report, started));
+        }
+        self.warn_device_path(&checkpoint, &configured, &mut report);
+        let mut applied = apply::apply(&checkpoint.entries, &self.geometry);
+        report.phases.apply = apply_started.elapsed();
+        progress(Progress {
+            phase: Phase::Apply,
+            done: 1,
+            total: 1,
+        });
+
+        let validate_started = Instant::now();
+        if self.options.verify {
+            let validation = validate::Validation {
+                geometry: &self.geometry,
+                namespace: self.options.layout.namespace,
+                entries: &checkpoint.entries,
+                header_read_bytes: header_read_bytes(&self.device, &self.options.layout),
+                window_ops_max: self.options.window_ops_max.max(1),
+                keep_unreadable: self.options.keep_unreadable,
+            };
+            validation
+                .run(engine, &self.header_pool, &mut applied, progress)
+                .map_err(BringupError::Engine)?;
+        } else {
+            apply::keep_first_claims(&mut applied, &checkpoint.entries);
+        }
+        report.phases.validate = validate_started.elapsed();
+        report.header_buffer_bytes_max =
+            (self.header_pool.taken_max() * self.header_pool.buffer_bytes()) as u64;
+        let next_slot = checkpoint.next_slot();
+        Ok(self.assemble(checkpoint, applied.states, next_slot, report, started))
+    }
+
+    /// Builds the index, free list and report from every entry's final state.
+    fn assemble(
+        &self,
+        checkpoint: Checkpoint<'_>,
+        states: Vec<Option<EntryState>>,
+        next_slot: u64,
+        mut report: Report,
+        started: Instant,
+    ) -> Recovered {
+        let mut index = Vec::new();
+        let mut owned = vec![false; next_slot as usize];
+        report.counts.in_checkpoint = checkpoint.entries.len() as u64;
+        for (entry, state) in checkpoint.entries.into_iter().zip(states) {
+            let state = state.expect("apply or validation decided every entry");
+            report.counts.add(&state);
+            let fields = entry.fields.as_ref().ok();
+            if self.options.report_all_entries || state != EntryState::Kept {
+                report.entries.push(EntryOutcome {
+                    key: entry.key.to_string(),
+                    offset_bytes: fields.map(|f| f.offset_bytes),
+                    size_bytes: fields.map(|f| f.size_bytes),
+                    state: state.clone(),
+                });
+            }
+            if state.is_in_index() {
+                let fields = entry.fields.expect("entries in the index passed apply");
+                let slot_index = self
+                    .geometry
+                    .slot_index_of(fields.offset_bytes)
+                    .expect("passed apply");
+                if let Some(slot) = owned.get_mut(slot_index as usize) {
+                    *slot = true;
+                }
+                index.push(IndexEntry {
+                    key: entry.key.into_owned(),
+                    fields: fields.into_owned(),
+                });
+            }
+        }
+        let free_slots = (0..next_slot)
+            .filter(|&slot| !owned[slot as usize])
+            .collect();
+        report.phases.total = started.elapsed();
+        Recovered {
+            index,
+            free_slots,
+            next_slot,
+            report,
+        }
+    }
+
+    fn empty_report(&self, engine: &dyn Engine) -> Report {
+        Report {
+            engine: engine.capabilities().name.to_string(),
+            mirrors: Vec::new(),
+            checkpoint: None,
+            ignored: None,
+            verified: self.options.verify,
+            counts: Counts::default(),
+            entries: Vec::new(),
+            phases: PhaseTimes::default(),
+            header_buffer_bytes_max: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn finish_empty(&self, mut report: Report, started: Instant) -> Recovered {
+        report.phases.total = started.elapsed();
+        Recovered {
+            index: Vec::new(),
+            free_slots: Vec::new(),
+            next_slot: 0,
+            report,
+        }
+    }
+
+    fn configured_device_path(&self) -> String {
+        self.options
+            .configured_device_path
+            .clone()
+            .unwrap_or_else(|| self.device.path().to_string_lossy().into_owned())
+    }
+
+    fn warn_device_path(&self, checkpoint: &Checkpoint<'_>, configured: &str, report: &mut Report) {
+        let recorded = checkpoint.head.device_path.as_deref().unwrap_or_default();
+        if !recorded.is_empty() && recorded != configured {
+            report.warnings.push(format!(
+                "checkpoint was written for {recorded}, device is {configured}: path check ignored as asked"
+            ));
+        }
+    }
+
+    fn warn_unreadable_mirrors(&self, report: &mut Report) {
+        for mirror in &report.mirrors {
+            if let MirrorVerdict::Unreadable(error) = &mirror.verdict {
+                report.warnings.push(format!(
+                    "mirror {} unreadable ({error}): a newer checkpoint may have been there",
+                    mirror.mirror_index
+                ));
+            }
+        }
+    }
+}
+
+/// Bytes read per slot header: the device's I/O unit (logical block, or direct-I/O
+/// alignment), never more than `header_bytes`, never less than the header's 24 bytes.
+fn header_read_bytes(device: &Device, layout: &Layout) -> usize {
+    let unit = device
+        .align_bytes()
+        .max(device.logical_block_bytes() as usize);
+    unit.max(SLOT_HEADER_INFO_BYTES)
+        .min(layout.header_bytes as usize)
+}
+
+/// Opens `path` read-only for bringup (O_DIRECT if asked).
+///
+/// # Errors
+/// As [`rbio_core::DeviceOptions::open`].
+pub fn open_device(path: &Path, direct: bool) -> Result<Arc<Device>, rbio_core::OpenError> {
+    Device::options().direct(direct).open(path).map(Arc::new)
+}
