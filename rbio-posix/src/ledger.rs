@@ -1,0 +1,340 @@
+//! The ledger: which operations are in flight, the completions waiting to be reaped, and the
+//! one place where an operation is completed, exactly once, by its worker or by its deadline.
+//!
+//! Every admitted operation gets an id (increasing, never reused) and a ticket in `in_flight`.
+//! Whoever removes the ticket (the worker that performed the operation, the timer when its
+//! deadline passes, or the clean-up of a worker that died) produces the one completion; a
+//! worker whose ticket is already gone drops its late result, which returns the buffer to its
+//! pool only after the system call has let go of it. All of it happens under one mutex.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rbio_core::{Completion, IoError, OpInfo, Readiness, Wait};
+
+/// What the ledger remembers of an operation between submission and completion.
+#[derive(Clone, Copy, Debug)]
+struct Ticket {
+    info: OpInfo,
+    deadline: Instant,
+    worker_index: usize,
+}
+
+#[derive(Debug, Default)]
+struct LedgerState {
+    in_flight: BTreeMap<u64, Ticket>,
+    done: Vec<Completion>,
+    next_id: u64,
+    signalled: bool,
+    reaper_waiting: bool,
+    timer_idle: bool,
+    stopping: bool,
+    timed_out_count: u64,
+    late_count: u64,
+}
+
+/// Counts of operations the deadline decided, for tests and diagnostics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeoutStats {
+    /// Operations completed as [`IoError::TimedOut`] because their deadline passed.
+    pub timed_out_count: u64,
+    /// Results that workers produced after their operation had timed out, discarded.
+    pub late_result_count: u64,
+}
+
+/// Shared by the engine, its workers and its timer thread.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    state: Mutex<LedgerState>,
+    /// The reaper waits here for `done` to become non-empty.
+    completed: Condvar,
+    /// The timer waits here for the next deadline, or for work when nothing is in flight.
+    timer_wake: Condvar,
+    readiness: Readiness,
+    op_timeout: Duration,
+    /// Every id up to this one has left `in_flight` (ids expire in order), so a worker can
+    /// tell without the lock that an operation it has not started yet timed out.
+    expired_through: AtomicU64,
+}
+
+impl Ledger {
+    pub(crate) fn new(readiness: Readiness, op_timeout: Duration) -> Ledger {
+        Ledger {
+            state: Mutex::new(LedgerState {
+                next_id: 1,
+                ..LedgerState::default()
+            }),
+            completed: Condvar::new(),
+            timer_wake: Condvar::new(),
+            readiness,
+            op_timeout,
+            expired_through: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LedgerState> {
+        // Every update of the state is complete before anything that can panic, so the state
+        // is consistent even if a holder panicked.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the admitted operations (each with the worker it goes to) and the refused
+    /// ones' completions; returns the first id, the rest following consecutively.
+    pub(crate) fn register(
+        &self,
+        admitted: impl ExactSizeIterator<Item = (OpInfo, usize)>,
+        refused: Vec<Completion>,
+    ) -> u64 {
+        let deadline = Instant::now() + self.op_timeout;
+        let mut state = self.lock();
+        let first_id = state.next_id;
+        let was_idle = state.in_flight.is_empty();
+        debug_assert!(state
+            .in_flight
+            .last_key_value()
+            .is_none_or(|(_, last)| last.deadline <= deadline));
+        for (info, worker_index) in admitted {
+            let id = state.next_id;
+            state.next_id += 1;
+            let ticket = Ticket {
+                info,
+                deadline,
+                worker_index,
+            };
+            state.in_flight.insert(id, ticket);
+        }
+        for completion in refused {
+            self.push_done(&mut state, completion);
+        }
+        if was_idle && !state.in_flight.is_empty() && state.timer_idle {
+            self.timer_wake.notify_one();
+        }
+        first_id
+    }
+
+    /// Whether the operation `id` may still be performed: it has not timed out.
+    ///
+    /// Lock-free; an operation that times out right after this check is performed anyway and
+    /// its result discarded, as for any operation the device answers late.
+    pub(crate) fn is_live(&self, id: u64) -> bool {
+        id > self.expired_through.load(Ordering::Acquire)
+    }
+
+    /// Completes the operation `id` with `completion`, unless its deadline or the clean-up of
+    /// its worker already did. Returns the completion when it came too late, for the caller
+    /// to drop outside the lock.
+    pub(crate) fn finish(&self, id: u64, completion: Completion) -> Option<Completion> {
+        let mut state = self.lock();
+        if state.in_flight.remove(&id).is_none() {
+            state.late_count += 1;
+            return Some(completion);
+        }
+        self.push_done(&mut state, completion);
+        None
+    }
+
+    /// Completes every operation still assigned to a worker that died, with
+    /// [`IoError::Canceled`] and no buffer (its buffers were dropped as the thread unwound).
+    pub(crate) fn abandon_worker(&self, worker_index: usize) {
+        let mut state = self.lock();
+        let orphans: Vec<(u64, Ticket)> = state
+            .in_flight
+            .iter()
+            .filter(|(_, ticket)| ticket.worker_index == worker_index)
+            .map(|(id, ticket)| (*id, *ticket))
+            .collect();
+        for (id, ticket) in orphans {
+            state.in_flight.remove(&id);
+            let canceled = Completion::new(ticket.info, Err(IoError::Canceled), None);
+            self.push_done(&mut state, canceled);
+        }
+    }
+
+    /// Appends every completion waiting to `completions`, blocking until one arrives or the
+    /// deadline of `wait` passes. The caller knows that something is pending.
+    pub(crate) fn reap(&self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
+        let mut state = self.lock();
+        if let Wait::Until(deadline) = wait {
+            while state.done.is_empty() {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                state.reaper_waiting = true;
+                state = self
+                    .completed
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .0;
+                state.reaper_waiting = false;
+            }
+        }
+        let reaped_count = state.done.len();
+        completions.append(&mut state.done);
+        if state.signalled {
+            state.signalled = false;
+            self.readiness.clear();
+        }
+        reaped_count
+    }
+
+    /// What the deadlines decided so far.
+    pub(crate) fn timeout_stats(&self) -> TimeoutStats {
+        let state = self.lock();
+        TimeoutStats {
+            timed_out_count: state.timed_out_count,
+            late_result_count: state.late_count,
+        }
+    }
+
+    /// Tells the timer thread to return.
+    pub(crate) fn stop(&self) {
+        let mut state = self.lock();
+        state.stopping = true;
+        self.timer_wake.notify_all();
+    }
+
+    /// The timer thread's body: completes operations as timed out when their deadline
+    /// passes, sleeping until the earliest deadline (or until work arrives) in between.
+    pub(crate) fn run_timer(&self) {
+        let mut state = self.lock();
+        while !state.stopping {
+            let now = Instant::now();
+            self.expire(&mut state, now);
+            let earliest = state.in_flight.first_key_value().map(|(_, t)| t.deadline);
+            state = match earliest {
+                None => {
+                    state.timer_idle = true;
+                    let mut state = self
+                        .timer_wake
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    state.timer_idle = false;
+                    state
+                }
+                Some(deadline) => {
+                    self.timer_wake
+                        .wait_timeout(state, deadline.saturating_duration_since(now))
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    /// Completes as timed out every operation whose deadline is at or before `now`.
+    ///
+    /// All tickets share one timeout and ids grow with submission time, so the overdue ones
+    /// are exactly a prefix of `in_flight`.
+    fn expire(&self, state: &mut LedgerState, now: Instant) {
+        while let Some(entry) = state.in_flight.first_entry() {
+            if entry.get().deadline > now {
+                break;
+            }
+            let (id, ticket) = entry.remove_entry();
+            self.expired_through.store(id, Ordering::Release);
+            state.timed_out_count += 1;
+            let timeout = self.op_timeout;
+            let timed_out = Completion::new(ticket.info, Err(IoError::TimedOut { timeout }), None);
+            self.push_done(state, timed_out);
+        }
+    }
+
+    /// Queues a completion for the reaper and makes the readiness fd readable.
+    ///
+    /// The eventfd is written under the lock so that it is readable exactly while `signalled`
+    /// is set: a poller never sees it readable with nothing to reap for long, nor unreadable
+    /// with something to reap.
+    fn push_done(&self, state: &mut LedgerState, completion: Completion) {
+        state.done.push(completion);
+        if !state.signalled {
+            state.signalled = true;
+            self.readiness.signal();
+        }
+        if state.reaper_waiting {
+            self.completed.notify_one();
+        }
+    }
+}
+
+impl AsFd for Ledger {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.readiness.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rbio_core::{Buffer, Op};
+
+    fn read_info(tag: u64) -> OpInfo {
+        Op::read(tag, 0, Buffer::new_aligned(512, 512).unwrap()).info()
+    }
+
+    #[test]
+    fn a_result_after_the_deadline_is_discarded_and_reported_once() {
+        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::ZERO);
+        let id = ledger.register([(read_info(7), 0)].into_iter(), Vec::new());
+        let mut state = ledger.lock();
+        ledger.expire(&mut state, Instant::now());
+        drop(state);
+        assert!(!ledger.is_live(id));
+
+        let late = Completion::new(read_info(7), Ok(512), None);
+        assert!(
+            ledger.finish(id, late).is_some(),
+            "late result must be handed back"
+        );
+        let mut completions = Vec::new();
+        assert_eq!(ledger.reap(&mut completions, Wait::Nothing), 1);
+        assert!(matches!(
+            completions[0].result(),
+            Err(IoError::TimedOut { .. })
+        ));
+        assert_eq!(ledger.reap(&mut completions, Wait::Nothing), 0);
+        assert_eq!(
+            ledger.timeout_stats(),
+            TimeoutStats {
+                timed_out_count: 1,
+                late_result_count: 1
+            }
+        );
+    }
+
+    #[test]
+    fn readiness_is_set_while_completions_wait() {
+        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::from_secs(60));
+        let id = ledger.register([(read_info(1), 0)].into_iter(), Vec::new());
+        assert!(!rbio_core::poll_readable(ledger.as_fd(), 0));
+        assert!(ledger
+            .finish(id, Completion::new(read_info(1), Ok(512), None))
+            .is_none());
+        assert!(rbio_core::poll_readable(ledger.as_fd(), 0));
+        let mut completions = Vec::new();
+        assert_eq!(ledger.reap(&mut completions, Wait::Nothing), 1);
+        assert!(!rbio_core::poll_readable(ledger.as_fd(), 0));
+    }
+
+    #[test]
+    fn abandoning_a_worker_cancels_only_its_operations() {
+        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::from_secs(60));
+        let first = ledger.register(
+            [(read_info(0), 0), (read_info(1), 1), (read_info(2), 0)].into_iter(),
+            Vec::new(),
+        );
+        ledger.abandon_worker(0);
+        let mut completions = Vec::new();
+        assert_eq!(ledger.reap(&mut completions, Wait::Nothing), 2);
+        let tags: Vec<u64> = completions.iter().map(|c| c.tag()).collect();
+        assert_eq!(tags, [0, 2]);
+        assert!(ledger
+            .finish(first + 1, Completion::new(read_info(1), Ok(512), None))
+            .is_none());
+    }
+}
