@@ -74,7 +74,7 @@ impl CheckpointWriter {
         let names = ["shape", "dtype", "fmt", "cached_positions"];
         for (name, text) in names.into_iter().zip(fields.tensor.texts()) {
             write_name(out, name);
-            out.extend_from_slice(text.unwrap_or("null").as_bytes());
+            write_raw_json(out, text.unwrap_or("null"));
         }
         out.push(b'}');
         self.entry_count += 1;
@@ -162,6 +162,25 @@ pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
+/// Carried-through JSON text, verbatim when ASCII (as LMCache wrote it). Otherwise its
+/// non-ASCII chars, which JSON allows only inside strings, become `\uXXXX` escapes so the
+/// payload stays ASCII as `ensure_ascii` makes it.
+fn write_raw_json(out: &mut Vec<u8>, text: &str) {
+    if text.is_ascii() {
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    for ch in text.chars() {
+        if ch.is_ascii() {
+            out.push(ch as u8);
+        } else {
+            for unit in ch.encode_utf16(&mut [0u16; 2]) {
+                write_unicode_escape(out, *unit);
+            }
+        }
+    }
+}
+
 fn write_unicode_escape(out: &mut Vec<u8>, unit: u16) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"\\u");
@@ -172,7 +191,10 @@ fn write_unicode_escape(out: &mut Vec<u8>, unit: u16) {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
+    use crate::format::TensorMeta;
 
     fn check(text: &str, expected: &str) {
         let mut out = Vec::new();
@@ -195,6 +217,27 @@ mod tests {
         check("😀", r#""\ud83d\ude00""#);
         check("\u{10FFFF}", r#""\udbff\udfff""#);
         check("x😀y\"", r#""x\ud83d\ude00y\"""#);
+    }
+
+    #[test]
+    fn raw_json_stays_ascii() {
+        let raw = serde_json::value::RawValue::from_string("[\"é😀\", 1]".to_owned()).unwrap();
+        let tensor = TensorMeta {
+            dtype: Some(Cow::Owned(raw)),
+            ..TensorMeta::default()
+        };
+        let mut writer = CheckpointWriter::new(&CheckpointHead::default());
+        writer.push(
+            "k",
+            &EntryFields {
+                offset_bytes: 1,
+                size_bytes: 2,
+                tensor,
+            },
+        );
+        let payload = writer.finish();
+        let expected = r#"{"version":1,"entries":{"k":{"offset":1,"size":2,"shape":null,"dtype":["\u00e9\ud83d\ude00", 1],"fmt":null,"cached_positions":null}}}"#;
+        assert_eq!(String::from_utf8(payload).unwrap(), expected);
     }
 
     #[test]
