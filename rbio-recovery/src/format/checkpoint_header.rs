@@ -148,7 +148,8 @@ impl CheckpointHeader {
         geometry.round_up_bytes(self.payload_len_bytes)
     }
 
-    /// Checks the CRC of the payload, given as read (it may carry padding past the length).
+    /// Checks the CRC of the payload as read (padding past the length allowed) and returns the
+    /// payload itself, ready for `Checkpoint::parse`.
     ///
     /// # Errors
     ///

@@ -133,7 +133,7 @@ fn write_decimal(out: &mut Vec<u8>, mut value: u64) {
 /// Python's `json.dumps(text, ensure_ascii=True)`: bytes `0x20..=0x7e` other than `"` and `\`
 /// pass through; `\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f` get short escapes; every other char
 /// is `\uXXXX` in lowercase hex, astral chars as a UTF-16 surrogate pair.
-pub(crate) fn write_json_string(out: &mut Vec<u8>, text: &str) {
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
     out.reserve(text.len() + 2);
     out.push(b'"');
     let mut plain_start = 0;
