@@ -1,0 +1,90 @@
+//! Drop with work in flight: cancel everything, drain CQEs for a bounded time, and leak
+//! rather than free anything the kernel may still write into.
+#![allow(unsafe_code)]
+
+use std::mem::ManuallyDrop;
+use std::time::{Duration, Instant};
+
+use io_uring::cqueue::EntryMarker as _;
+
+use crate::codec::Codec;
+use crate::ring::Ring;
+use crate::slot::{slot_of, user_data, SlotState, CANCEL_USER_DATA};
+
+/// The longest a dropped engine waits for the kernel to give its buffers back.
+pub const DROP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl<C: Codec> Drop for Ring<C> {
+    fn drop(&mut self) {
+        let drained = self.cqe_owed() == 0
+            || (self.broken.is_none()
+                && self.issuer.is_current()
+                && self.cancel_and_drain(DROP_DRAIN_TIMEOUT));
+        if drained && !self.leak_ring {
+            // SAFETY: the kernel owes no CQE, so it holds no buffer of ours; the ring is
+            // dropped once, here, before `self.fixed` (the registered arena's pool handle).
+            unsafe { ManuallyDrop::drop(&mut self.ring) };
+        } else {
+            self.leak_in_kernel();
+        }
+    }
+}
+
+impl<C: Codec> Ring<C> {
+    /// Cancels every operation in the kernel and reaps CQEs until none is owed or `timeout`
+    /// passes; `true` if none is owed.
+    fn cancel_and_drain(&mut self, timeout: Duration) -> bool {
+        let targets: Vec<u64> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.state == SlotState::InKernel)
+            .map(|(key, slot)| user_data(key, slot.generation))
+            .collect();
+        for target in targets {
+            if !self.push_cancel(target) {
+                self.submit_pushed();
+                let _ = self.push_cancel(target);
+            }
+        }
+        self.submit_pushed();
+        let deadline = Instant::now() + timeout;
+        while self.cqe_owed() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            self.wait_for_cqe(deadline - now);
+            self.drain_for_drop();
+        }
+        true
+    }
+
+    /// Reaps CQEs, freeing each operation's buffer: the kernel is done with it.
+    fn drain_for_drop(&mut self) {
+        let mut cqes = std::mem::take(&mut self.scratch);
+        cqes.extend(self.ring.completion());
+        for cqe in cqes.drain(..) {
+            if cqe.user_data() == CANCEL_USER_DATA {
+                self.cancel_count -= 1;
+                continue;
+            }
+            let (key, _) = slot_of(cqe.user_data());
+            if self.slots.remove(key).state == SlotState::Zombie {
+                self.zombie_count -= 1;
+            }
+            self.in_kernel_count -= 1;
+        }
+        self.scratch = cqes;
+    }
+
+    /// Leaks the ring, the arena's pool handle and every buffer the kernel may hold.
+    fn leak_in_kernel(&mut self) {
+        for slot in self.slots.drain() {
+            if slot.state != SlotState::Waiting {
+                std::mem::forget(slot.op);
+            }
+        }
+        std::mem::forget(self.fixed.take());
+        // `self.ring` is a `ManuallyDrop` that is not dropped: its mapping and fd leak.
+    }
+}

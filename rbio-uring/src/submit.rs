@@ -1,0 +1,121 @@
+//! Submission: waiting operations become SQEs in bulk, up to the window, and reach the kernel
+//! with one `io_uring_enter`.
+#![allow(unsafe_code)]
+
+use io_uring::{opcode, squeue::EntryMarker};
+use rbio_core::{Errno, IoError};
+
+use crate::codec::Codec;
+use crate::ring::Ring;
+use crate::slot::{user_data, SlotState, CANCEL_USER_DATA};
+
+/// How many times one submission is restarted after `EINTR`.
+const SUBMIT_EINTR_MAX: u32 = 16;
+
+impl<C: Codec> Ring<C> {
+    /// Pushes SQEs for waiting operations until the window or the SQ is full. Operations that
+    /// cannot be encoded, or need no kernel call, complete into `ready`.
+    pub(crate) fn refill(&mut self) {
+        if let Some(error) = self.broken.clone() {
+            self.fail_waiting(error);
+            return;
+        }
+        let mut sq = self.ring.submission();
+        while self.in_kernel_count < self.window && !sq.is_full() {
+            let Some((key, generation)) = self.waiting.pop_front() else {
+                break;
+            };
+            let request = match self.slots.get(key) {
+                Some(slot) if slot.generation == generation && slot.state == SlotState::Waiting => {
+                    if slot.is_transferred() {
+                        let slot = self.slots.remove(key);
+                        let done_bytes = slot.done_bytes;
+                        self.ready.push(slot.op.complete(Ok(done_bytes)));
+                        continue;
+                    }
+                    slot.request()
+                }
+                _ => continue,
+            };
+            let piece = match self.codec.prepare(&request) {
+                Ok(piece) => piece,
+                Err(error) => {
+                    let slot = self.slots.remove(key);
+                    self.ready.push(slot.op.complete(Err(error)));
+                    continue;
+                }
+            };
+            let mut sqe = piece.sqe;
+            sqe.set_user_data(user_data(key, generation));
+            // SAFETY: the SQE points at `request.len_bytes` bytes of the slot's buffer, which
+            // lives in a pool arena (a stable address) and is owned by `self.slots[key]`. The
+            // slot stays in the slab, `InKernel` or `Zombie`, until the CQE with this user data
+            // is reaped (reap.rs) or is leaked with the ring (shutdown.rs, issuer.rs), so the
+            // memory is neither reused nor freed while the kernel may access it.
+            let pushed = unsafe { sq.push(&sqe) };
+            pushed.expect("the SQ had room: checked by the loop condition");
+            let slot = &mut self.slots[key];
+            slot.state = SlotState::InKernel;
+            slot.piece_bytes = piece.len_bytes;
+            self.in_kernel_count += 1;
+            self.stats.sqe_count += 1;
+        }
+        debug_assert!(self.in_kernel_count <= self.window);
+    }
+
+    /// Pushes a cancel for the SQE with `target` user data; `false` if the SQ is full.
+    pub(crate) fn push_cancel(&mut self, target: u64) -> bool {
+        let mut sqe = C::Sqe::from(opcode::AsyncCancel::new(target).build());
+        sqe.set_user_data(CANCEL_USER_DATA);
+        let mut sq = self.ring.submission();
+        if sq.is_full() {
+            return false;
+        }
+        // SAFETY: a cancel SQE refers to no memory, only to the user data of another request.
+        let pushed = unsafe { sq.push(&sqe) };
+        pushed.expect("the SQ had room: checked above");
+        self.cancel_count += 1;
+        true
+    }
+
+    /// Hands pushed SQEs to the kernel (one `io_uring_enter`, restarted after `EINTR`).
+    /// `EAGAIN`/`EBUSY` leave them in the SQ for the next enter, after a reap.
+    pub(crate) fn submit_pushed(&mut self) {
+        if self.broken.is_some() || self.ring.submission().is_empty() {
+            return;
+        }
+        for _ in 0..SUBMIT_EINTR_MAX {
+            self.stats.enter_count += 1;
+            match self.ring.submit() {
+                Err(error) if error.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(error) => {
+                    self.note_enter_error(&error);
+                    return;
+                }
+                Ok(_) => return,
+            }
+        }
+    }
+
+    /// Records an `io_uring_enter` error other than the expected transient ones.
+    pub(crate) fn note_enter_error(&mut self, error: &std::io::Error) {
+        let errno = Errno(error.raw_os_error().unwrap_or(0));
+        let expected = [libc::EINTR, libc::EAGAIN, libc::EBUSY, libc::ETIME];
+        if !expected.contains(&errno.0) {
+            self.stats.enter_error = Some(errno);
+        }
+    }
+
+    /// Completes every waiting operation with `error` (the ring is unusable).
+    fn fail_waiting(&mut self, error: IoError) {
+        while let Some((key, generation)) = self.waiting.pop_front() {
+            let live = self.slots.get(key).is_some_and(|slot| {
+                slot.generation == generation && slot.state == SlotState::Waiting
+            });
+            if live {
+                let slot = self.slots.remove(key);
+                self.ready.push(slot.op.complete(Err(error.clone())));
+            }
+        }
+    }
+}
