@@ -1,57 +1,277 @@
-//! Apply: the spec's per-entry rules, duplicate keys (the last one counts, as in LMCache's
-//! dict), and the slot claims left for validation, sorted by slot so reads go in device order.
+//! Apply: the spec's per-entry rules entry by entry as they arrive, then, once every entry is
+//! known, duplicate keys (the last one counts, as in LMCache's dict) and duplicate slots.
 
 use std::collections::HashMap;
 
-use crate::format::{CheckpointEntry, Geometry};
-use crate::report::{EntryState, RejectReason};
+use rbio_core::IoError;
 
-/// Entries after apply.
-pub(crate) struct Applied {
-    /// Per checkpoint entry: its state if apply decided it, `None` if it awaits validation.
-    pub(crate) states: Vec<Option<EntryState>>,
-    /// `(slot_index, entry_index)` of every entry that passed apply, sorted: entries naming the
-    /// same slot are adjacent, in checkpoint order.
-    pub(crate) claims: Vec<(u64, u32)>,
+use crate::format::{CheckpointEntry, Geometry};
+use crate::report::{EntryState, RejectReason, StaleReason};
+
+/// What the slot header said about one entry, before duplicates are resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The header names this entry (or headers were not checked).
+    Matches,
+    /// The header names something else.
+    Stale(StaleReason),
+    /// The header could not be read.
+    Unreadable(IoError),
 }
 
-/// Applies the per-entry rules to `entries`.
-pub(crate) fn apply(entries: &[CheckpointEntry<'_>], geometry: &Geometry) -> Applied {
+/// Per-entry progress through apply and validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Pending {
+    /// Broke a per-entry rule.
+    Rejected(RejectReason),
+    /// Claims a slot; awaiting its header.
+    Claims(u64),
+    /// Claims a slot and the header has been judged.
+    Judged(u64, Verdict),
+}
+
+/// Slot claims as entries arrive: which slots have more than one claimant.
+pub(crate) struct Claims {
+    claimed: Vec<u64>,
+    shared: Vec<u64>,
+}
+
+impl Claims {
+    /// No slot claimed yet, on a device of `max_slots`.
+    pub(crate) fn new(max_slots: u64) -> Claims {
+        Claims {
+            claimed: vec![0; max_slots.div_ceil(64) as usize],
+            shared: Vec::new(),
+        }
+    }
+
+    /// Applies the per-entry rules to `entry` and records its claim.
+    pub(crate) fn admit(&mut self, entry: &CheckpointEntry<'_>, geometry: &Geometry) -> Pending {
+        match entry.slot_index(geometry) {
+            Err(rejection) => Pending::Rejected(RejectReason::Rule(rejection)),
+            Ok(slot_index) => {
+                let (word, bit) = ((slot_index / 64) as usize, 1u64 << (slot_index % 64));
+                if self.claimed[word] & bit != 0 {
+                    self.shared.push(slot_index);
+                }
+                self.claimed[word] |= bit;
+                Pending::Claims(slot_index)
+            }
+        }
+    }
+}
+
+/// Decides every entry's final state once all have arrived and been judged.
+pub(crate) fn resolve(
+    entries: &[CheckpointEntry<'_>],
+    pending: Vec<Pending>,
+    mut claims: Claims,
+    keep_unreadable: bool,
+) -> Vec<EntryState> {
     let mut last_of_key: HashMap<&str, u32> = HashMap::with_capacity(entries.len());
     for (entry_index, entry) in entries.iter().enumerate() {
         last_of_key.insert(entry.key.as_ref(), entry_index as u32);
     }
-    let mut states = Vec::with_capacity(entries.len());
-    let mut claims = Vec::with_capacity(entries.len());
-    for (entry_index, entry) in entries.iter().enumerate() {
-        let superseded = last_of_key[entry.key.as_ref()] != entry_index as u32;
-        let state = if superseded {
-            Some(EntryState::Rejected(RejectReason::DuplicateKey))
-        } else {
-            match entry.slot_index(geometry) {
-                Ok(slot_index) => {
-                    claims.push((slot_index, entry_index as u32));
-                    None
-                }
-                Err(rejection) => Some(EntryState::Rejected(RejectReason::Rule(rejection))),
+    let superseded =
+        |entry_index: usize| last_of_key[entries[entry_index].key.as_ref()] != entry_index as u32;
+    claims.shared.sort_unstable();
+    claims.shared.dedup();
+    let mut states: Vec<Option<EntryState>> = vec![None; entries.len()];
+    let mut contested: Vec<(u64, u32, Verdict)> = Vec::new();
+    for (entry_index, pending) in pending.into_iter().enumerate() {
+        states[entry_index] = Some(match pending {
+            _ if superseded(entry_index) => EntryState::Rejected(RejectReason::DuplicateKey),
+            Pending::Rejected(reason) => EntryState::Rejected(reason),
+            Pending::Claims(_) => unreachable!("every claim is judged before resolution"),
+            Pending::Judged(slot_index, verdict)
+                if claims.shared.binary_search(&slot_index).is_ok() =>
+            {
+                contested.push((slot_index, entry_index as u32, verdict));
+                continue;
             }
-        };
-        states.push(state);
+            Pending::Judged(_, verdict) => settle(verdict, keep_unreadable),
+        });
     }
-    claims.sort_unstable();
-    Applied { states, claims }
+    contested.sort_by_key(|&(slot_index, entry_index, _)| (slot_index, entry_index));
+    for group in contested.chunk_by(|a, b| a.0 == b.0) {
+        settle_contested(entries, group, keep_unreadable, &mut states);
+    }
+    states
+        .into_iter()
+        .map(|state| state.expect("every entry resolved"))
+        .collect()
 }
 
-/// Without validation: the first entry naming a slot keeps it.
-pub(crate) fn keep_first_claims(applied: &mut Applied, entries: &[CheckpointEntry<'_>]) {
-    let Applied { states, claims } = applied;
-    for group in claims.chunk_by(|a, b| a.0 == b.0) {
-        let (slot_index, owner_index) = group[0];
-        states[owner_index as usize] = Some(EntryState::Kept);
-        for &(_, entry_index) in &group[1..] {
-            let owner = entries[owner_index as usize].key.to_string();
-            let reason = RejectReason::DuplicateSlot { slot_index, owner };
-            states[entry_index as usize] = Some(EntryState::Rejected(reason));
+fn settle(verdict: Verdict, keep_unreadable: bool) -> EntryState {
+    match verdict {
+        Verdict::Matches => EntryState::Kept,
+        Verdict::Stale(reason) => EntryState::Stale(reason),
+        Verdict::Unreadable(error) => EntryState::Unreadable {
+            error,
+            kept: keep_unreadable,
+        },
+    }
+}
+
+/// Entries naming one slot: the first the header names keeps it; failing that, the first
+/// unreadable one stands for the slot; the others yield to the owner or keep their verdict.
+fn settle_contested(
+    entries: &[CheckpointEntry<'_>],
+    group: &[(u64, u32, Verdict)],
+    keep_unreadable: bool,
+    states: &mut [Option<EntryState>],
+) {
+    let slot_index = group[0].0;
+    let owner = group
+        .iter()
+        .find(|(_, _, verdict)| *verdict == Verdict::Matches)
+        .or_else(|| {
+            group
+                .iter()
+                .find(|(_, _, verdict)| matches!(verdict, Verdict::Unreadable(_)))
+        })
+        .filter(|(_, _, verdict)| *verdict == Verdict::Matches || keep_unreadable)
+        .map(|&(_, owner_index, _)| owner_index);
+    for (_, entry_index, verdict) in group {
+        let state = match owner {
+            Some(owner_index) if owner_index == *entry_index => {
+                settle(verdict.clone(), keep_unreadable)
+            }
+            Some(owner_index) => EntryState::Rejected(RejectReason::DuplicateSlot {
+                slot_index,
+                owner: entries[owner_index as usize].key.to_string(),
+            }),
+            None => settle(verdict.clone(), keep_unreadable),
+        };
+        states[*entry_index as usize] = Some(state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::format::{EntryFields, Layout, TensorMeta};
+
+    const SLOT_BYTES: u64 = 1 << 20;
+
+    fn geometry() -> Geometry {
+        Layout {
+            meta_total_bytes: 8 << 20,
+            ..Layout::default()
         }
+        .validate(64 << 20)
+        .unwrap()
+    }
+
+    fn entry(key: &str, slot_index: u64) -> CheckpointEntry<'static> {
+        let fields = EntryFields {
+            offset_bytes: (8 << 20) + slot_index * SLOT_BYTES,
+            size_bytes: 100,
+            tensor: TensorMeta::default(),
+        };
+        CheckpointEntry {
+            key: Cow::Owned(key.to_string()),
+            fields: Ok(fields),
+        }
+    }
+
+    /// Admits `entries` in order, gives each claim its verdict, and resolves.
+    fn run(
+        entries: &[CheckpointEntry<'static>],
+        verdicts: &[Verdict],
+        keep_unreadable: bool,
+    ) -> Vec<EntryState> {
+        let geometry = geometry();
+        let mut claims = Claims::new(geometry.max_slots());
+        let pending = entries
+            .iter()
+            .zip(verdicts)
+            .map(|(entry, verdict)| match claims.admit(entry, &geometry) {
+                Pending::Claims(slot_index) => Pending::Judged(slot_index, verdict.clone()),
+                other => other,
+            })
+            .collect();
+        resolve(entries, pending, claims, keep_unreadable)
+    }
+
+    fn stale() -> Verdict {
+        Verdict::Stale(StaleReason::BadMagic)
+    }
+
+    fn eio() -> Verdict {
+        Verdict::Unreadable(IoError::Os(rbio_core::Errno::EIO))
+    }
+
+    fn owned_by(slot_index: u64, owner: &str) -> EntryState {
+        EntryState::Rejected(RejectReason::DuplicateSlot {
+            slot_index,
+            owner: owner.into(),
+        })
+    }
+
+    #[test]
+    fn the_entry_the_header_names_keeps_a_shared_slot() {
+        let entries = [entry("a", 3), entry("b", 3)];
+        let states = run(&entries, &[stale(), Verdict::Matches], true);
+        assert_eq!(states, vec![owned_by(3, "b"), EntryState::Kept]);
+    }
+
+    #[test]
+    fn a_shared_slot_no_header_names_leaves_every_claimant_stale() {
+        let entries = [entry("a", 3), entry("b", 3)];
+        let states = run(&entries, &[stale(), stale()], true);
+        assert!(
+            states.iter().all(|s| matches!(s, EntryState::Stale(_))),
+            "{states:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_shared_slot_stays_owned_by_its_first_claimant_when_kept() {
+        let entries = [entry("a", 3), entry("b", 3)];
+        let states = run(&entries, &[eio(), eio()], true);
+        let error = IoError::Os(rbio_core::Errno::EIO);
+        assert_eq!(
+            states,
+            vec![
+                EntryState::Unreadable { error, kept: true },
+                owned_by(3, "a")
+            ]
+        );
+        let dropped = run(&entries, &[eio(), eio()], false);
+        assert!(dropped
+            .iter()
+            .all(|s| matches!(s, EntryState::Unreadable { kept: false, .. })));
+    }
+
+    #[test]
+    fn the_last_entry_with_a_key_counts_and_does_not_contest_with_its_predecessor() {
+        let entries = [entry("a", 3), entry("a", 3), entry("a", 5)];
+        let states = run(
+            &entries,
+            &[Verdict::Matches, Verdict::Matches, Verdict::Matches],
+            true,
+        );
+        let superseded = EntryState::Rejected(RejectReason::DuplicateKey);
+        assert_eq!(
+            states,
+            vec![superseded.clone(), superseded, EntryState::Kept]
+        );
+    }
+
+    #[test]
+    fn rule_breakers_are_rejected_and_claim_nothing() {
+        let mut outside = entry("x", 0);
+        outside.fields.as_mut().unwrap().offset_bytes = 4096;
+        let entries = [outside, entry("y", 0)];
+        let states = run(&entries, &[Verdict::Matches, Verdict::Matches], true);
+        assert!(
+            matches!(states[0], EntryState::Rejected(RejectReason::Rule(_))),
+            "{:?}",
+            states[0]
+        );
+        assert_eq!(states[1], EntryState::Kept);
     }
 }

@@ -16,10 +16,12 @@ use std::time::Instant;
 use rbio_core::{BufferPool, Device, Engine, PoolError, StreamError, PAGE_BYTES};
 
 pub use select::{MirrorStatus, MirrorVerdict};
+// For `inspect`, which verifies both mirrors with the same selection code.
+pub(crate) use select::select;
 
 use crate::format::{
-    Checkpoint, CheckpointHead, CheckpointWriter, DevicePathPolicy, EntryFields, FormatError,
-    Geometry, Layout, SLOT_HEADER_INFO_BYTES,
+    Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter, DevicePathPolicy, EntryFields,
+    FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
 };
 use crate::report::{
     CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes, Report,
@@ -309,51 +311,58 @@ impl Bringup {
             return Ok(self.finish_empty(report, started));
         }
         self.warn_device_path(&checkpoint, &configured, &mut report);
-        let mut applied = apply::apply(&checkpoint.entries, &self.geometry);
+        let next_slot = checkpoint.next_slot();
         report.phases.apply = apply_started.elapsed();
+
+        let validate_started = Instant::now();
+        let validation = validate::Validation {
+            geometry: &self.geometry,
+            namespace: self.options.layout.namespace,
+            header_read_bytes: header_read_bytes(&self.device, &self.options.layout),
+            window_ops_max: self.options.window_ops_max.max(1),
+            verify: self.options.verify,
+        };
+        let ledger = validation
+            .run(
+                engine,
+                &self.header_pool,
+                checkpoint.entries.into_iter(),
+                progress,
+            )
+            .map_err(BringupError::Engine)?;
+        report.phases.validate = validate_started.elapsed();
+        report.header_buffer_bytes_max =
+            (self.header_pool.taken_max() * self.header_pool.buffer_bytes()) as u64;
+
+        let resolve_started = Instant::now();
+        let states = apply::resolve(
+            &ledger.entries,
+            ledger.pending,
+            ledger.claims,
+            self.options.keep_unreadable,
+        );
+        report.phases.apply += resolve_started.elapsed();
         progress(Progress {
             phase: Phase::Apply,
             done: 1,
             total: 1,
         });
-
-        let validate_started = Instant::now();
-        if self.options.verify {
-            let validation = validate::Validation {
-                geometry: &self.geometry,
-                namespace: self.options.layout.namespace,
-                entries: &checkpoint.entries,
-                header_read_bytes: header_read_bytes(&self.device, &self.options.layout),
-                window_ops_max: self.options.window_ops_max.max(1),
-                keep_unreadable: self.options.keep_unreadable,
-            };
-            validation
-                .run(engine, &self.header_pool, &mut applied, progress)
-                .map_err(BringupError::Engine)?;
-        } else {
-            apply::keep_first_claims(&mut applied, &checkpoint.entries);
-        }
-        report.phases.validate = validate_started.elapsed();
-        report.header_buffer_bytes_max =
-            (self.header_pool.taken_max() * self.header_pool.buffer_bytes()) as u64;
-        let next_slot = checkpoint.next_slot();
-        Ok(self.assemble(checkpoint, applied.states, next_slot, report, started))
+        Ok(self.assemble(ledger.entries, states, next_slot, report, started))
     }
 
     /// Builds the index, free list and report from every entry's final state.
     fn assemble(
         &self,
-        checkpoint: Checkpoint<'_>,
-        states: Vec<Option<EntryState>>,
+        entries: Vec<CheckpointEntry<'_>>,
+        states: Vec<EntryState>,
         next_slot: u64,
         mut report: Report,
         started: Instant,
     ) -> Recovered {
         let mut index = Vec::new();
         let mut owned = vec![false; next_slot as usize];
-        report.counts.in_checkpoint = checkpoint.entries.len() as u64;
-        for (entry, state) in checkpoint.entries.into_iter().zip(states) {
-            let state = state.expect("apply or validation decided every entry");
+        report.counts.in_checkpoint = entries.len() as u64;
+        for (entry, state) in entries.into_iter().zip(states) {
             report.counts.add(&state);
             let fields = entry.fields.as_ref().ok();
             if self.options.report_all_entries || state != EntryState::Kept {
