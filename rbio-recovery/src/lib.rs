@@ -8,7 +8,9 @@
 
 mod bringup;
 mod format;
+mod prepare;
 mod report;
+mod writer;
 
 pub use bringup::{
     open_device, Bringup, BringupError, BringupOptions, IndexEntry, MirrorStatus, MirrorVerdict,
@@ -26,4 +28,12 @@ pub use format::{
 pub use report::{
     CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes,
     RejectReason, Report, StaleReason,
+};
+pub use prepare::{
+    prepare, CheckpointDamage, Damage, DamagePlan, EntrySizes, ExpectedEntry, ExpectedState,
+    PrepareSpec, Prepared, SlotPlacement,
+};
+pub use writer::{
+    payload_byte, BlockWrite, DeviceWriter, PayloadPattern, PayloadSpec, SlotWrite, WriteError,
+    WriteStats, WriterOptions, WRITE_CHUNK_BYTES_DEFAULT, WRITE_WINDOW_OPS_DEFAULT,
 };
