@@ -20,7 +20,7 @@ pub use format::{
     crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,
     object_identity, ApplyRejection, Checkpoint, CheckpointEntry, CheckpointError, CheckpointHead,
     CheckpointHeader, CheckpointHeaderError, CheckpointRejection, CheckpointWriter,
-    DevicePathPolicy, EntryFields, EntryProblem, EntryRejection, FormatError, Geometry,
+    DevicePathPolicy, EntryEvent, EntryFields, EntryProblem, EntryRejection, FormatError, Geometry,
     IdentityError, IntegerProblem, JsonKind, KeyNamespace, Layout, MirrorWrite, ObjectKey,
     SlotHeader, SlotHeaderError, SlotOffsetError, TensorMeta, CHECKPOINT_HEADER_BYTES,
     MIRROR_COUNT, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC,

@@ -4,12 +4,14 @@
 //! The validation loop is written once and fed by whatever engine the caller chose.
 
 mod apply;
+mod parse;
 mod read;
 mod select;
 mod validate;
 
 use std::fmt;
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -272,49 +274,19 @@ impl Bringup {
             payload_len_bytes: header.payload_len_bytes,
         });
 
-        let parse_started = Instant::now();
-        let parsed = Checkpoint::parse(&payload);
-        report.phases.parse = parse_started.elapsed();
-        progress(Progress {
-            phase: Phase::Parse,
-            done: 1,
-            total: 1,
-        });
-        let checkpoint = match parsed {
-            Ok(checkpoint) => checkpoint,
-            Err(error) => {
-                report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
-                return Ok(self.finish_empty(report, started));
-            }
-        };
-        self.recover(engine, checkpoint, report, started, progress)
+        self.recover(engine, &payload, report, started, progress)
     }
 
+    /// Parses `payload` on a second thread while this one applies and validates the entries
+    /// already parsed, then applies the whole-checkpoint rules and resolves every entry.
     fn recover(
         &self,
         engine: &mut dyn Engine,
-        checkpoint: Checkpoint<'_>,
+        payload: &[u8],
         mut report: Report,
         started: Instant,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Recovered, BringupError> {
-        let apply_started = Instant::now();
-        let configured = self.configured_device_path();
-        let policy = self.options.device_path_policy;
-        if let Err(rejection) = checkpoint.check_against(
-            &self.options.layout,
-            &self.geometry,
-            Some(&configured),
-            policy,
-        ) {
-            report.ignored = Some(CheckpointIgnored::Apply(rejection));
-            return Ok(self.finish_empty(report, started));
-        }
-        self.warn_device_path(&checkpoint, &configured, &mut report);
-        let next_slot = checkpoint.next_slot();
-        report.phases.apply = apply_started.elapsed();
-
-        let validate_started = Instant::now();
         let validation = validate::Validation {
             geometry: &self.geometry,
             namespace: self.options.layout.namespace,
@@ -322,32 +294,88 @@ impl Bringup {
             window_ops_max: self.options.window_ops_max.max(1),
             verify: self.options.verify,
         };
-        let ledger = validation
-            .run(
+        let validate_started = Instant::now();
+        let (parsed, ledger) = std::thread::scope(|scope| {
+            let (sender, receiver) =
+                mpsc::sync_channel::<Vec<CheckpointEntry<'_>>>(parse::PARSE_BATCHES_QUEUED);
+            let parser = scope.spawn(move || parse::parse_in_batches(payload, sender));
+            let ledger = validation.run(
                 engine,
                 &self.header_pool,
-                checkpoint.entries.into_iter(),
+                receiver.into_iter().flatten(),
                 progress,
-            )
-            .map_err(BringupError::Engine)?;
+            );
+            let parsed = parser
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (parsed, ledger)
+        });
+        let mut ledger = ledger.map_err(BringupError::Engine)?;
+        if parsed.0.restarted {
+            // Rare: the payload repeats `entries`; only the last counts, so validate again
+            // from a sequential parse of the whole payload.
+            let entries = Checkpoint::parse(payload)
+                .map(|c| c.entries)
+                .unwrap_or_default();
+            ledger = validation
+                .run(engine, &self.header_pool, entries.into_iter(), progress)
+                .map_err(BringupError::Engine)?;
+        }
         report.phases.validate = validate_started.elapsed();
         report.header_buffer_bytes_max =
             (self.header_pool.taken_max() * self.header_pool.buffer_bytes()) as u64;
+        let (parse::ParsedHead { head, .. }, parse_time) = parsed;
+        report.phases.parse = parse_time;
+        progress(Progress {
+            phase: Phase::Parse,
+            done: 1,
+            total: 1,
+        });
 
-        let resolve_started = Instant::now();
+        let apply_started = Instant::now();
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
+                return Ok(self.finish_empty(report, started));
+            }
+        };
+        let checkpoint = Checkpoint {
+            head,
+            entries: Vec::new(),
+        };
+        let configured = self.configured_device_path();
+        let policy = self.options.device_path_policy;
+        let whole = checkpoint.check_against(
+            &self.options.layout,
+            &self.geometry,
+            Some(&configured),
+            policy,
+        );
+        if let Err(rejection) = whole {
+            report.ignored = Some(CheckpointIgnored::Apply(rejection));
+            return Ok(self.finish_empty(report, started));
+        }
+        self.warn_device_path(&checkpoint, &configured, &mut report);
         let states = apply::resolve(
             &ledger.entries,
             ledger.pending,
             ledger.claims,
             self.options.keep_unreadable,
         );
-        report.phases.apply += resolve_started.elapsed();
+        report.phases.apply = apply_started.elapsed();
         progress(Progress {
             phase: Phase::Apply,
             done: 1,
             total: 1,
         });
-        Ok(self.assemble(ledger.entries, states, next_slot, report, started))
+        Ok(self.assemble(
+            ledger.entries,
+            states,
+            checkpoint.next_slot(),
+            report,
+            started,
+        ))
     }
 
     /// Builds the index, free list and report from every entry's final state.

@@ -11,7 +11,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 
 use super::checkpoint::{Checkpoint, CheckpointEntry, CheckpointHead, EntryFields, TensorMeta};
@@ -28,12 +30,49 @@ impl<'a> Checkpoint<'a> {
     /// A [`CheckpointError`] when the payload is not UTF-8 JSON, not an object, not version 1,
     /// or a top-level field has the wrong type.
     pub fn parse(payload: &'a [u8]) -> Result<Checkpoint<'a>, CheckpointError> {
+        let mut entries = Vec::new();
+        let head = Checkpoint::parse_streaming(payload, &mut |event| match event {
+            EntryEvent::Entry(entry) => entries.push(entry),
+            EntryEvent::Restart => entries.clear(),
+        })?;
+        Ok(Checkpoint { head, entries })
+    }
+
+    /// Parses a checkpoint payload, handing each entry to `sink` as soon as it is read, so
+    /// that work on early entries can start while later ones are still being parsed.
+    ///
+    /// Entries arrive in payload order. A second top-level `entries` field replaces the first
+    /// (as in Python's `json.loads`): `sink` then gets [`EntryEvent::Restart`] and should
+    /// forget the entries it had. The head's fields are checked at the end, so entries handed
+    /// over before an error belong to no valid checkpoint: on `Err` the caller discards them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Checkpoint::parse`].
+    pub fn parse_streaming(
+        payload: &'a [u8],
+        sink: &mut dyn FnMut(EntryEvent<'a>),
+    ) -> Result<CheckpointHead<'a>, CheckpointError> {
         let text = std::str::from_utf8(payload).map_err(CheckpointError::NotUtf8)?;
-        match serde_json::from_str::<Root<'a>>(text).map_err(CheckpointError::Json)? {
-            Root::Object(top) => top.into_checkpoint(),
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let root = RootSeed { sink }
+            .deserialize(&mut deserializer)
+            .map_err(CheckpointError::Json)?;
+        deserializer.end().map_err(CheckpointError::Json)?;
+        match root {
+            Root::Object(top) => top.into_head(),
             Root::Other(found) => Err(CheckpointError::NotAnObject { found }),
         }
     }
+}
+
+/// What [`Checkpoint::parse_streaming`] hands its sink.
+#[derive(Debug)]
+pub enum EntryEvent<'a> {
+    /// The next entry, in payload order.
+    Entry(CheckpointEntry<'a>),
+    /// Another top-level `entries` field starts: forget the entries received so far.
+    Restart,
 }
 
 /// The payload's root value: only an object is read.
@@ -59,7 +98,8 @@ struct Top<'de> {
     meta_version: Option<Integer>,
     data_base_offset: Option<Integer>,
     next_slot: Option<Integer>,
-    entries: Option<Result<Vec<CheckpointEntry<'de>>, JsonKind>>,
+    /// Whether `entries` was present and an object (its members went to the sink).
+    entries: Option<Result<(), JsonKind>>,
 }
 
 impl<'de> Top<'de> {
@@ -81,7 +121,7 @@ impl<'de> Top<'de> {
         }
     }
 
-    fn into_checkpoint(self) -> Result<Checkpoint<'de>, CheckpointError> {
+    fn into_head(self) -> Result<CheckpointHead<'de>, CheckpointError> {
         match integer("version", self.version)? {
             Some(1) => {}
             Some(version) => return Err(CheckpointError::UnsupportedVersion { version }),
@@ -105,19 +145,14 @@ impl<'de> Top<'de> {
             data_base_offset: integer("data_base_offset", self.data_base_offset)?,
             next_slot: integer("next_slot", self.next_slot)?,
         };
-        let entries = match self.entries {
-            None => Vec::new(),
-            Some(Ok(entries)) => entries,
-            Some(Err(found)) => {
-                let expected = JsonKind::Object;
-                return Err(CheckpointError::FieldType {
-                    field: "entries",
-                    expected,
-                    found,
-                });
-            }
-        };
-        Ok(Checkpoint { head, entries })
+        match self.entries {
+            None | Some(Ok(())) => Ok(head),
+            Some(Err(found)) => Err(CheckpointError::FieldType {
+                field: "entries",
+                expected: JsonKind::Object,
+                found,
+            }),
+        }
     }
 }
 
@@ -178,15 +213,20 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-impl<'de> Deserialize<'de> for Root<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(RootVisitor)
+/// Reads the root value, handing each entry of `entries` to the sink.
+struct RootSeed<'s, 'de> {
+    sink: &'s mut dyn FnMut(EntryEvent<'de>),
+}
+
+impl<'de> DeserializeSeed<'de> for RootSeed<'_, 'de> {
+    type Value = Root<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct RootVisitor;
-
-impl<'de> Visitor<'de> for RootVisitor {
+impl<'de> Visitor<'de> for RootSeed<'_, 'de> {
     type Value = Root<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -199,7 +239,15 @@ impl<'de> Visitor<'de> for RootVisitor {
         let mut top = Top::default();
         while let Some(field) = map.next_key::<TopField>()? {
             match field {
-                TopField::Entries => top.entries = Some(map.next_value::<EntriesValue>()?.0),
+                TopField::Entries => {
+                    if top.entries.is_some() {
+                        (self.sink)(EntryEvent::Restart);
+                    }
+                    let seed = EntriesSeed {
+                        sink: &mut *self.sink,
+                    };
+                    top.entries = Some(map.next_value_seed(seed)?);
+                }
                 TopField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -351,28 +399,30 @@ impl<'de> Visitor<'de> for ScalarVisitor {
     }
 }
 
-/// The `entries` value: an object read member by member, or the type it has instead.
-struct EntriesValue<'de>(Result<Vec<CheckpointEntry<'de>>, JsonKind>);
+/// Reads the `entries` value member by member into the sink; the result is `Err` with the
+/// type it has instead when it is not an object.
+struct EntriesSeed<'s, 'de> {
+    sink: &'s mut dyn FnMut(EntryEvent<'de>),
+}
 
-impl<'de> Deserialize<'de> for EntriesValue<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(EntriesVisitor)
+impl<'de> DeserializeSeed<'de> for EntriesSeed<'_, 'de> {
+    type Value = Result<(), JsonKind>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-struct EntriesVisitor;
-
-impl<'de> Visitor<'de> for EntriesVisitor {
-    type Value = EntriesValue<'de>;
+impl<'de> Visitor<'de> for EntriesSeed<'_, 'de> {
+    type Value = Result<(), JsonKind>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an entries object")
     }
 
-    visit_non_objects!(|found| EntriesValue(Err(found)));
+    visit_non_objects!(Err);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::new();
         while let Some(EntryKey { key, is_unicode }) = map.next_key()? {
             let EntryValue(fields) = map.next_value()?;
             let fields = if is_unicode {
@@ -380,9 +430,9 @@ impl<'de> Visitor<'de> for EntriesVisitor {
             } else {
                 Err(EntryProblem::KeyNotUnicode)
             };
-            entries.push(CheckpointEntry { key, fields });
+            (self.sink)(EntryEvent::Entry(CheckpointEntry { key, fields }));
         }
-        Ok(EntriesValue(Ok(entries)))
+        Ok(Ok(()))
     }
 }
 
@@ -696,5 +746,43 @@ mod tests {
                 let _ = Checkpoint::parse(payload.as_bytes());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod streaming_tests {
+    use super::*;
+
+    fn events(payload: &str) -> (Vec<String>, Result<Option<u64>, String>) {
+        let mut seen = Vec::new();
+        let head = Checkpoint::parse_streaming(payload.as_bytes(), &mut |event| match event {
+            EntryEvent::Entry(entry) => seen.push(entry.key.to_string()),
+            EntryEvent::Restart => seen.push("<restart>".to_string()),
+        });
+        (
+            seen,
+            head.map(|head| head.next_slot).map_err(|e| e.to_string()),
+        )
+    }
+
+    #[test]
+    fn entries_arrive_in_order_before_the_head_is_checked() {
+        let (seen, head) = events(r#"{"entries":{"a":{},"b":{}},"version":1,"next_slot":2}"#);
+        assert_eq!(seen, ["a", "b"]);
+        assert_eq!(head, Ok(Some(2)));
+    }
+
+    #[test]
+    fn a_repeated_entries_field_restarts_the_stream() {
+        let (seen, head) = events(r#"{"version":1,"entries":{"a":{}},"entries":{"b":{}}}"#);
+        assert_eq!(seen, ["a", "<restart>", "b"]);
+        assert!(head.is_ok());
+    }
+
+    #[test]
+    fn entries_before_an_invalid_head_come_with_an_error() {
+        let (seen, head) = events(r#"{"entries":{"a":{}},"version":2}"#);
+        assert_eq!(seen, ["a"]);
+        assert!(head.is_err());
     }
 }

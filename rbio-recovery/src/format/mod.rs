@@ -35,6 +35,7 @@ pub use checkpoint_header::{
     crc32, encode_mirror, mirror_index_for_seq, CheckpointHeader, CheckpointHeaderError,
     CheckpointRejection, MirrorWrite, CHECKPOINT_HEADER_BYTES,
 };
+pub use checkpoint_parse::EntryEvent;
 pub use checkpoint_write::{encode_checkpoint, CheckpointWriter};
 pub use identity::{legacy_identity, object_identity, IdentityError, KeyNamespace, ObjectKey};
 pub use layout::{FormatError, Geometry, Layout, SlotOffsetError, MIRROR_COUNT};
