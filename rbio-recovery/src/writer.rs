@@ -5,15 +5,16 @@
 //! write (as LMCache does it); a payload is written in chunks after it, zero-padded to
 //! `block_align`. A checkpoint is written payload first and header block last.
 
+mod plan;
+
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 
 use rbio_core::{
     BufferPool, Device, Engine, OpError, OpInfo, OpSpec, PoolError, Stream, StreamError,
 };
 
+use self::plan::{Planner, Unit};
 use crate::format::{
     encode_mirror, CheckpointRejection, FormatError, Geometry, Layout, SlotHeader,
 };
@@ -247,7 +248,7 @@ impl<'e> DeviceWriter<'e> {
     /// [`WriteError::Layout`] when `layout` does not validate against the device size, and
     /// [`WriteError::Pool`] when the buffers cannot be allocated.
     pub fn new(
-        device: &Arc<Device>,
+        device: &Device,
         engine: &'e mut dyn Engine,
         layout: &Layout,
     ) -> Result<Self, WriteError> {
@@ -259,7 +260,7 @@ impl<'e> DeviceWriter<'e> {
     /// # Errors
     /// As [`DeviceWriter::new`].
     pub fn with_options(
-        device: &Arc<Device>,
+        device: &Device,
         engine: &'e mut dyn Engine,
         layout: &Layout,
         options: WriterOptions,
@@ -400,18 +401,14 @@ impl<'e> DeviceWriter<'e> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<WriteStats, WriteError> {
         let chunk_bytes = self.pool.buffer_bytes() as u64;
-        let planner = RefCell::new(Planner {
+        let planner = RefCell::new(Planner::new(
             units,
-            recent_max: self.pool.buffer_count(),
-            count_slots,
-            geometry: self.geometry,
+            self.geometry,
             chunk_bytes,
-            next_tag: self.next_tag,
-            current: None,
-            recent: VecDeque::new(),
-            failure: None,
-            stats: WriteStats::default(),
-        });
+            self.pool.buffer_count(),
+            count_slots,
+            self.next_tag,
+        ));
         let specs = std::iter::from_fn(|| planner.borrow_mut().next_spec());
         let fill = |info: &OpInfo, out: &mut [u8]| planner.borrow_mut().fill(info, out);
         let visit = |completion: &rbio_core::Completion| {
@@ -454,164 +451,43 @@ impl fmt::Debug for DeviceWriter<'_> {
     }
 }
 
-/// What the planner writes: a slot (header then payload) or raw blocks.
-enum Unit {
-    Slot(SlotWrite),
-    Block(BlockWrite),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The unit being turned into operations, and where it is in them.
-struct Current {
-    first_tag: u64,
-    unit: Unit,
-    /// The next operation's device offset and where the unit's operations end.
-    next_offset_bytes: u64,
-    end_bytes: u64,
-    /// Where the unit's chunked data (payload or block bytes) starts on the device.
-    data_offset_bytes: u64,
-}
-
-/// Turns units into operations as the stream pulls them and fills their buffers.
-///
-/// The stream fills an operation's buffer before it submits it, so the unit an operation belongs
-/// to is the current one or one of the last `recent_max` (the window): `recent` holds those.
-struct Planner<I> {
-    units: I,
-    recent_max: usize,
-    count_slots: bool,
-    geometry: Geometry,
-    chunk_bytes: u64,
-    next_tag: u64,
-    current: Option<Current>,
-    recent: VecDeque<Current>,
-    failure: Option<WriteError>,
-    stats: WriteStats,
-}
-
-impl<I: Iterator<Item = Unit>> Planner<I> {
-    fn next_spec(&mut self) -> Option<OpSpec> {
-        if self.failure.is_some() {
-            return None;
-        }
-        if self
-            .current
-            .as_ref()
-            .is_none_or(|c| c.next_offset_bytes == c.end_bytes)
-        {
-            let unit = self.units.next()?;
-            match self.start(unit) {
-                Ok(current) => {
-                    if let Some(done) = self.current.replace(current) {
-                        self.recent.push_back(done);
-                        if self.recent.len() > self.recent_max {
-                            self.recent.pop_front();
-                        }
-                    }
-                }
-                Err(error) => {
-                    self.failure = Some(error);
-                    return None;
-                }
-            }
-        }
-        self.next_tag += 1;
-        let tag = self.next_tag;
-        let chunk_bytes = self.chunk_bytes;
-        let current = self.current.as_mut().expect("a unit was just started");
-        let offset_bytes = current.next_offset_bytes;
-        let len_bytes = match current.unit {
-            Unit::Slot(_) if offset_bytes < current.data_offset_bytes => {
-                current.data_offset_bytes - offset_bytes
-            }
-            _ => chunk_bytes.min(current.end_bytes - offset_bytes),
-        };
-        current.next_offset_bytes += len_bytes;
-        Some(OpSpec::write(tag, offset_bytes, len_bytes as usize))
+    fn pattern(entry_index: u64, start_bytes: u64, len_bytes: usize) -> Vec<u8> {
+        let mut out = vec![0xaa; len_bytes];
+        PayloadPattern::Entry { entry_index }.fill(start_bytes, &mut out);
+        out
     }
 
-    /// Checks a unit and works out its extent.
-    fn start(&self, unit: Unit) -> Result<Current, WriteError> {
-        let geometry = &self.geometry;
-        let (offset_bytes, data_offset_bytes, end_bytes) = match &unit {
-            Unit::Slot(slot) => {
-                let slot_index = slot.slot_index;
-                if slot_index >= geometry.max_slots() {
-                    return Err(WriteError::SlotOutOfRange {
-                        slot_index,
-                        max_slots: geometry.max_slots(),
-                    });
-                }
-                let payload_len_bytes = slot.payload.map_or(0, |p| p.len_bytes);
-                let capacity_bytes = geometry.payload_capacity_bytes();
-                if payload_len_bytes > capacity_bytes {
-                    return Err(WriteError::PayloadTooLarge {
-                        slot_index,
-                        len_bytes: payload_len_bytes,
-                        capacity_bytes,
-                    });
-                }
-                let payload_offset_bytes = geometry.slot_payload_offset_bytes(slot_index);
-                let end_bytes = payload_offset_bytes + geometry.round_up_bytes(payload_len_bytes);
-                let slot_offset_bytes = geometry.slot_offset_bytes(slot_index);
-                (slot_offset_bytes, payload_offset_bytes, end_bytes)
-            }
-            Unit::Block(block) => {
-                let (offset_bytes, len_bytes) = (block.offset_bytes, block.bytes.len() as u64);
-                let block_align = geometry.block_align();
-                if offset_bytes % block_align != 0 || len_bytes % block_align != 0 || len_bytes == 0
-                {
-                    return Err(WriteError::Unaligned {
-                        offset_bytes,
-                        len_bytes,
-                        block_align,
-                    });
-                }
-                (offset_bytes, offset_bytes, offset_bytes + len_bytes)
-            }
-        };
-        Ok(Current {
-            first_tag: self.next_tag + 1,
-            unit,
-            next_offset_bytes: offset_bytes,
-            end_bytes,
-            data_offset_bytes,
-        })
+    #[test]
+    fn payload_rule_matches_the_c1000_fixture() {
+        // Bytes 0..12 of entries 0 and 1 as LMCache wrote them in c1000.img.
+        assert_eq!(
+            pattern(0, 0, 12),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0x39, 0x40, 0x47, 0x4e]
+        );
+        assert_eq!(
+            pattern(1, 0, 12),
+            [1, 0, 0, 0, 0, 0, 0, 0, 0xbc, 0xc3, 0xca, 0xd1]
+        );
+        assert_eq!(pattern(137, 0, 12)[8..], [0x54, 0x5b, 0x62, 0x69]);
     }
 
-    fn fill(&mut self, info: &OpInfo, out: &mut [u8]) {
-        let owner = self
-            .current
-            .iter()
-            .chain(self.recent.iter().rev())
-            .find(|unit| unit.first_tag <= info.tag)
-            .expect("every operation belongs to a unit the planner started");
-        match &owner.unit {
-            Unit::Slot(slot) if info.offset_bytes < owner.data_offset_bytes => {
-                slot.header.encode_into(out);
-            }
-            Unit::Slot(slot) => {
-                let start_bytes = info.offset_bytes - owner.data_offset_bytes;
-                out.fill(0);
-                if let Some(payload) = slot.payload {
-                    let len_bytes = payload.len_bytes.saturating_sub(start_bytes);
-                    let data_bytes = out.len().min(len_bytes as usize);
-                    payload.pattern.fill(start_bytes, &mut out[..data_bytes]);
-                }
-            }
-            Unit::Block(block) => {
-                let start = (info.offset_bytes - block.offset_bytes) as usize;
-                out.copy_from_slice(&block.bytes[start..start + out.len()]);
-            }
-        }
-    }
-
-    fn is_header(&self, info: &OpInfo) -> bool {
-        if !self.count_slots {
-            return false;
-        }
-        let base_bytes = self.geometry.data_base_bytes();
-        info.len_bytes as u64 == self.geometry.header_bytes()
-            && info.offset_bytes >= base_bytes
-            && (info.offset_bytes - base_bytes) % self.geometry.slot_bytes() == 0
+    #[test]
+    fn pattern_chunks_join_up() {
+        let whole = pattern(9, 0, 10_000);
+        let joined = [
+            pattern(9, 0, 5),
+            pattern(9, 5, 4096),
+            pattern(9, 4101, 5899),
+        ]
+        .concat();
+        assert_eq!(whole, joined);
+        assert_eq!(pattern(0, 0, 0), Vec::<u8>::new());
+        let mut zeroes = vec![1u8; 7];
+        PayloadPattern::Zeroes.fill(3, &mut zeroes);
+        assert_eq!(zeroes, [0; 7]);
     }
 }
