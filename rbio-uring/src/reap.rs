@@ -33,7 +33,17 @@ impl<C: Codec> Ring<C> {
             self.refill();
             out.append(&mut self.ready);
             let idle = self.cqe_owed() == 0 && self.ring.submission().is_empty();
-            if out.len() > start || self.pending_count() == 0 || idle || self.broken.is_some() {
+            if out.len() > start || idle || self.broken.is_some() {
+                break;
+            }
+            if self.pending_count() == 0 {
+                // Only zombies and cancels are owed: collect what the kernel has finished
+                // (their buffers go back to the pool) without waiting for the rest.
+                if !poked && self.needs_poke() {
+                    poked = true;
+                    self.poke();
+                    continue;
+                }
                 break;
             }
             match wait {
