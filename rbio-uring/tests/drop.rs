@@ -1,0 +1,84 @@
+//! Dropping an engine with operations in flight cancels them and returns within a bound
+//! (`DROP_DRAIN_TIMEOUT`), giving back every buffer the kernel released; forgetting an
+//! engine only leaks. Reads on a fresh `/dev/ptmx` master block for real until canceled.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rbio_core::{BufferPool, Device, Engine, Op};
+use rbio_uring::{UringEngine, DROP_DRAIN_TIMEOUT};
+use support::{open, pattern_image, within};
+
+fn stuck_device() -> Arc<Device> {
+    Arc::new(Device::open("/dev/ptmx").expect("open /dev/ptmx"))
+}
+
+#[test]
+fn drop_with_stuck_reads_in_flight_cancels_and_frees_within_the_bound() {
+    within("drop with reads in flight", Duration::from_secs(20), || {
+        let pool = BufferPool::new(4096, 48, 4096).unwrap();
+        let mut engine = UringEngine::builder(stuck_device())
+            .window(16)
+            .fixed_buffers(&pool)
+            .no_op_timeout()
+            .build()
+            .unwrap();
+        // 16 reads in the kernel, 32 queued behind them.
+        let mut ops: Vec<Op> = (0..48u64)
+            .map(|i| Op::read(i, 0, pool.take().unwrap()))
+            .collect();
+        engine.submit(&mut ops);
+        assert_eq!(engine.pending_count(), 48);
+        let started = Instant::now();
+        drop(engine);
+        let elapsed = started.elapsed();
+        assert!(elapsed < DROP_DRAIN_TIMEOUT, "drop took {elapsed:?}");
+        assert_eq!(
+            pool.taken_count(),
+            0,
+            "every canceled read's buffer was freed"
+        );
+    });
+}
+
+#[test]
+fn drop_with_real_reads_in_flight_waits_for_them() {
+    let image = pattern_image(8 << 20);
+    let device = open(image.path(), true, false);
+    let pool = BufferPool::new(4096, 2048, 4096).unwrap();
+    let mut engine = UringEngine::builder(device)
+        .window(256)
+        .fixed_buffers(&pool)
+        .build()
+        .unwrap();
+    let mut ops: Vec<Op> = (0..2048u64)
+        .map(|i| Op::read(i, i * 4096, pool.take().unwrap()))
+        .collect();
+    engine.submit(&mut ops);
+    let started = Instant::now();
+    drop(engine);
+    assert!(started.elapsed() < DROP_DRAIN_TIMEOUT);
+    assert_eq!(pool.taken_count(), 0);
+}
+
+#[test]
+fn forgetting_an_engine_leaks_its_buffers_instead_of_freeing_them() {
+    let pool = BufferPool::new(4096, 4, 4096).unwrap();
+    let mut engine = UringEngine::builder(stuck_device())
+        .no_op_timeout()
+        .build()
+        .unwrap();
+    let mut ops: Vec<Op> = (0..4u64)
+        .map(|i| Op::read(i, 0, pool.take().unwrap()))
+        .collect();
+    engine.submit(&mut ops);
+    std::mem::forget(engine);
+    assert_eq!(
+        pool.taken_count(),
+        4,
+        "in-flight buffers stay taken, never reused"
+    );
+    assert!(pool.take().is_none());
+}
