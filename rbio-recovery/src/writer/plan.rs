@@ -35,10 +35,13 @@ pub(super) struct Planner<I> {
     count_slots: bool,
     geometry: Geometry,
     chunk_bytes: u64,
+    /// The tag of the last operation planned; tags are unique across a writer's streams.
     pub(super) next_tag: u64,
     current: Option<Current>,
     recent: VecDeque<Current>,
+    /// The first bad unit or failed write; no unit is started after it.
     pub(super) failure: Option<WriteError>,
+    /// What completed so far.
     pub(super) stats: WriteStats,
 }
 
@@ -67,6 +70,7 @@ impl<I: Iterator<Item = Unit>> Planner<I> {
         }
     }
 
+    /// The next operation: a unit's header, then its chunks; `None` when done or failed.
     pub(super) fn next_spec(&mut self) -> Option<OpSpec> {
         if self.failure.is_some() {
             return None;
@@ -156,6 +160,7 @@ impl<I: Iterator<Item = Unit>> Planner<I> {
         })
     }
 
+    /// Writes the bytes of operation `info` into its buffer.
     pub(super) fn fill(&mut self, info: &OpInfo, out: &mut [u8]) {
         let owner = self
             .current
@@ -183,6 +188,7 @@ impl<I: Iterator<Item = Unit>> Planner<I> {
         }
     }
 
+    /// Whether a completed operation was a slot header write (for progress and counts).
     pub(super) fn is_header(&self, info: &OpInfo) -> bool {
         if !self.count_slots {
             return false;
