@@ -8,6 +8,7 @@
 
 mod bringup;
 mod format;
+mod inspect;
 mod prepare;
 mod report;
 mod writer;
@@ -25,13 +26,14 @@ pub use format::{
     SlotHeader, SlotHeaderError, SlotOffsetError, TensorMeta, CHECKPOINT_HEADER_BYTES,
     MIRROR_COUNT, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC,
 };
-pub use report::{
-    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes,
-    RejectReason, Report, StaleReason,
-};
+pub use inspect::{inspect, InspectOptions, InspectedEntry, Inspection};
 pub use prepare::{
     prepare, CheckpointDamage, Damage, DamagePlan, EntrySizes, ExpectedEntry, ExpectedState,
     PrepareSpec, Prepared, SlotPlacement,
+};
+pub use report::{
+    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes,
+    RejectReason, Report, StaleReason,
 };
 pub use writer::{
     payload_byte, BlockWrite, DeviceWriter, PayloadPattern, PayloadSpec, SlotWrite, WriteError,
