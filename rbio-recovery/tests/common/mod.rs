@@ -7,6 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use rbio_core::{BufferPool, Device, Engine, SerialEngine};
+use rbio_posix::PosixEngine;
+use rbio_uring::UringEngine;
 
 /// The fixtures directory, beside the repository in `../shared` (as in CI).
 pub fn fixtures_dir() -> PathBuf {
