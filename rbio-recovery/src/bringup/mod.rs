@@ -230,6 +230,12 @@ impl Bringup {
         &self.geometry
     }
 
+    /// Bytes validation reads per slot header on this device (its I/O unit, at most
+    /// `header_bytes`): what a benchmark replays to compare with another tool.
+    pub fn header_read_bytes(&self) -> usize {
+        header_read_bytes(&self.device, &self.options.layout)
+    }
+
     /// Runs bringup through `engine`, calling `progress` as validation advances.
     ///
     /// # Errors

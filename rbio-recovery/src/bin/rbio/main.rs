@@ -1,2 +1,52 @@
-//! The `rbio` command (being built).
-fn main() {}
+//! The `rbio` command: glue between the command line and the rbio-recovery library.
+//!
+//! Each subcommand turns its typed arguments into the library's options, makes one library
+//! call (bringup, inspect, prepare) and renders the result for people or as JSON. Only
+//! engines.rs names concrete engines; errors are printed as one line with their causes, and
+//! the exit codes are listed in `rbio --help`.
+#![forbid(unsafe_code)]
+
+mod args;
+mod bench;
+mod commands;
+mod demo;
+mod engines;
+mod exit;
+mod progress;
+mod render;
+mod system;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+use crate::exit::{Exit, Failure, EXIT_USAGE};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS // --help, --version
+            };
+        }
+    };
+    match run(&cli.command) {
+        Ok(exit) => exit.code(),
+        Err(error) => exit::report(&error),
+    }
+}
+
+fn run(command: &Command) -> Result<Exit, Failure> {
+    match command {
+        Command::Demo(args) => demo::demo(args),
+        Command::Prepare(args) => commands::prepare_image(args),
+        Command::Bringup(args) => commands::bringup(args),
+        Command::Inspect(args) => commands::inspect_device(args),
+        Command::Bench(args) => bench::bench(args),
+    }
+}

@@ -1,0 +1,355 @@
+//! The command line: typed clap-derive arguments for every subcommand, nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rbio_recovery::{KeyNamespace, Layout};
+
+use crate::engines::EngineKind;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  usage: bad arguments, or an action refused without --force
+  2  device, layout or engine error: nothing was recovered
+  3  bringup recovered the index, but some slot headers were unreadable
+  4  bringup ignored the checkpoint as a whole (the index starts empty; the report says why)
+  5  bench: a row's speed-up over serial fell below the --baseline by more than --margin";
+
+/// Fast, safe bringup of LMCache raw_block cache devices over pluggable I/O engines.
+#[derive(Debug, Parser)]
+#[command(name = "rbio", version, after_help = EXIT_CODES, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make an example device in a temporary directory, bring it up with every engine
+    /// available here, and print what each found and how long it took.
+    Demo(DemoArgs),
+    /// Write a raw_block device or image with N entries (headers only, or with payloads).
+    Prepare(PrepareArgs),
+    /// Bring a raw_block device up: select the checkpoint, apply it, validate every slot
+    /// header, and report what was kept, stale, unreadable or rejected.
+    Bringup(BringupArgs),
+    /// Show both checkpoint mirrors (seq, length, CRC), the chosen checkpoint and its entries,
+    /// without reading any slot.
+    Inspect(InspectArgs),
+    /// Measure bringup with every engine and setting against the serial engine and fio.
+    Bench(BenchArgs),
+}
+
+/// The raw_block layout, named and defaulted as in LMCache's configuration.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Layout (LMCache's configuration names and defaults)")]
+pub struct LayoutArgs {
+    /// I/O alignment: a power of two.
+    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_bytes)]
+    pub block_align: u64,
+    /// Bytes reserved for the header at the start of every slot.
+    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_bytes)]
+    pub header_bytes: u64,
+    /// Bytes per slot, header included.
+    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
+    pub slot_bytes: u64,
+    /// Bytes of the metadata region (both checkpoint mirrors) at the start of the device.
+    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
+    pub meta_total_bytes: u64,
+    /// Capacity to use; 0 means the whole device.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
+    pub capacity_bytes: u64,
+    /// Magic at the start of each checkpoint mirror: exactly 8 ASCII bytes.
+    #[arg(long, value_name = "MAGIC", default_value = "LMCIDX01", value_parser = parse_magic)]
+    pub meta_magic: [u8; 8],
+    /// Version in each checkpoint mirror header.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub meta_version: u32,
+    /// How identities are derived from keys.
+    #[arg(long, value_enum, default_value_t = NamespaceArg::Object)]
+    pub namespace: NamespaceArg,
+}
+
+impl LayoutArgs {
+    /// The layout these flags describe.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            block_align: self.block_align,
+            header_bytes: self.header_bytes,
+            slot_bytes: self.slot_bytes,
+            meta_total_bytes: self.meta_total_bytes,
+            meta_magic: self.meta_magic,
+            meta_version: self.meta_version,
+            capacity_bytes: self.capacity_bytes,
+            namespace: self.namespace.into(),
+        }
+    }
+}
+
+/// The key namespace, as LMCache names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NamespaceArg {
+    /// BLAKE2b-8 of the encoded object key (LMCache's default).
+    Object,
+    /// The chunk hash of a legacy `model@world@worker@hash@dtype` key.
+    Legacy,
+}
+
+impl From<NamespaceArg> for KeyNamespace {
+    fn from(namespace: NamespaceArg) -> KeyNamespace {
+        match namespace {
+            NamespaceArg::Object => KeyNamespace::Object,
+            NamespaceArg::Legacy => KeyNamespace::Legacy,
+        }
+    }
+}
+
+/// Which engine reads the device, and how.
+#[derive(Clone, Debug, Args)]
+#[command(next_help_heading = "Engine")]
+pub struct EngineArgs {
+    /// The I/O engine [default: the fastest available: uring, else posix].
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineKind>,
+    /// posix: worker threads [default: from the device and core count].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Header reads in flight at once (the io_uring window, the validation window).
+    #[arg(long, value_name = "OPS", default_value_t = 256)]
+    pub window: usize,
+    /// uring, nvme: read into registered (fixed) buffers.
+    #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub fixed_buffers: bool,
+    /// Open the device with O_DIRECT (bypass the page cache).
+    #[arg(long)]
+    pub direct: bool,
+}
+
+/// `rbio demo`.
+#[derive(Clone, Debug, Args)]
+pub struct DemoArgs {
+    /// Entries in the example device.
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    pub entries: u64,
+    /// Bring up with O_DIRECT (the page cache is bypassed, as on a real device).
+    #[arg(long)]
+    pub direct: bool,
+    /// Print the results as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rbio prepare`.
+#[derive(Clone, Debug, Args)]
+pub struct PrepareArgs {
+    /// The image file (created or extended to fit) or block device to write.
+    pub path: PathBuf,
+    /// Entries to write, one per slot.
+    #[arg(long, value_name = "N")]
+    pub entries: u64,
+    /// Write payloads too (by default only slot headers, as LMCache's bringup benchmark does).
+    #[arg(long)]
+    pub payloads: bool,
+    /// Damage slot headers after the last checkpoint: `ENTRY:KIND` (repeatable, or
+    /// comma-separated), or `random:PER_MILLION`. KIND: bad_magic, zeroed, wrong_identity,
+    /// foreign_identity, wrong_length, payload_flip.
+    #[arg(long, value_name = "SPEC", value_delimiter = ',')]
+    pub damage: Vec<String>,
+    /// Damage the checkpoint mirrors after writing them.
+    #[arg(long, value_enum, default_value_t = CheckpointDamageArg::None)]
+    pub checkpoint_damage: CheckpointDamageArg,
+    /// Checkpoints to write: 2 (the older lists half the entries), 1 or 0.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub checkpoints: u32,
+    /// Place entries in shuffled slots instead of slot k for entry k.
+    #[arg(long)]
+    pub shuffle: bool,
+    /// Seed of keys, sizes and shuffling.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// The `device_path` recorded in the checkpoints (empty: matches any path).
+    #[arg(long, value_name = "PATH", default_value = "")]
+    pub record_device_path: String,
+    /// Allow writing to a block device (its contents are destroyed).
+    #[arg(long)]
+    pub force: bool,
+    /// Print what was written as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Damage to the checkpoint mirrors, for `rbio prepare`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CheckpointDamageArg {
+    /// Both mirrors as written.
+    None,
+    /// The newest mirror's payload fails its CRC: the older one wins.
+    BadCrcNewest,
+    /// The newest mirror's header block is zero: the older one wins.
+    ZeroedNewestHeader,
+    /// Both mirrors fail: the device reads as empty.
+    BothMirrorsBad,
+}
+
+/// `rbio bringup`.
+#[derive(Clone, Debug, Args)]
+pub struct BringupArgs {
+    /// The device or image to bring up.
+    pub device: PathBuf,
+    /// Accept a checkpoint whose recorded device_path differs (an image copied elsewhere).
+    #[arg(long)]
+    pub ignore_device_path: bool,
+    /// The path the checkpoint's device_path must equal [default: DEVICE as given].
+    #[arg(long, value_name = "PATH")]
+    pub device_path: Option<String>,
+    /// Skip slot-header validation (LMCache's meta_verify_on_load = false).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Drop entries whose header could not be read, as LMCache does (default: keep them).
+    #[arg(long)]
+    pub drop_unreadable: bool,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// List every checkpoint entry with its state and reason (default: only those not kept).
+    #[arg(long)]
+    pub entries: bool,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `rbio inspect`.
+#[derive(Clone, Debug, Args)]
+pub struct InspectArgs {
+    /// The device or image to inspect.
+    pub device: PathBuf,
+    /// List the chosen checkpoint's entries.
+    #[arg(long)]
+    pub entries: bool,
+    /// Accept a checkpoint whose recorded device_path differs.
+    #[arg(long)]
+    pub ignore_device_path: bool,
+    /// The path the checkpoint's device_path must equal [default: DEVICE as given].
+    #[arg(long, value_name = "PATH")]
+    pub device_path: Option<String>,
+    /// Print the inspection as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// `rbio bench`.
+#[derive(Clone, Debug, Args)]
+pub struct BenchArgs {
+    /// Entry counts to measure (comma-separated) [default: 10000,100000,1000000; --quick: 10000].
+    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    pub entries: Vec<u64>,
+    /// Runs of each configuration; the table shows the median and the spread.
+    #[arg(long, value_name = "N")]
+    pub repeat: Option<usize>,
+    /// A run CI can afford: 10k entries, one run, fewer configurations, fio only if installed.
+    #[arg(long)]
+    pub quick: bool,
+    /// Where the benchmark images live (kept and reused across runs).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Read through the page cache instead of O_DIRECT (fio then reads buffered too).
+    #[arg(long)]
+    pub buffered: bool,
+    /// Do not run fio (the "% of fio" column stays empty).
+    #[arg(long)]
+    pub no_fio: bool,
+    /// Write the results as JSON to FILE (usable as a later --baseline).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Draw bringup time against entries, one line per engine, as an SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Compare each row's speed-up over serial with this saved --json result.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Largest tolerated fall of a row's speed-up against --baseline, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 20.0)]
+    pub margin: f64,
+}
+
+/// Parses a byte count: an integer with an optional binary suffix (K, KiB, M, MiB, G, GiB, T,
+/// TiB; case-insensitive).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (for example 4096, 64K, 1MiB)"))?;
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        "t" | "tib" => 40,
+        other => return Err(format!("unknown byte suffix {other:?} (use K, M, G or T)")),
+    };
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text} does not fit in 64 bits"))
+}
+
+/// Parses a checkpoint magic: exactly 8 ASCII bytes.
+fn parse_magic(text: &str) -> Result<[u8; 8], String> {
+    let bytes: [u8; 8] = text
+        .as_bytes()
+        .try_into()
+        .map_err(|_| format!("{text:?} is {} bytes, the magic is 8", text.len()))?;
+    if !text.is_ascii() {
+        return Err(format!("{text:?} is not ASCII"));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("64K"), Ok(65536));
+        assert_eq!(parse_bytes("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_bytes("2g"), Ok(2 << 30));
+        assert!(parse_bytes("1.5M").is_err());
+        assert!(parse_bytes("12X").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
+
+    #[test]
+    fn defaults_are_lmcache_defaults() {
+        let cli = Cli::parse_from(["rbio", "bringup", "/dev/x"]);
+        let Command::Bringup(args) = cli.command else {
+            panic!("bringup")
+        };
+        assert_eq!(args.layout.layout(), Layout::default());
+        assert!(args.engine.fixed_buffers);
+    }
+}

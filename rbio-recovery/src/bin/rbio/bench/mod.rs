@@ -1,0 +1,241 @@
+//! `rbio bench`: bringup of prepared images with every engine and setting, against the serial
+//! engine and against fio replaying the very same header reads, in the same run.
+//!
+//! Each run is a child `rbio bringup --json` (fresh memory, its own peak), preceded by a drop
+//! of the page cache. Configurations are interleaved within each repetition, so a noisy
+//! moment hurts one sample of each rather than every sample of one.
+
+mod fio;
+mod images;
+mod plot;
+mod results;
+mod runner;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::args::BenchArgs;
+use crate::engines::{self, EngineConfig};
+use crate::exit::{Exit, Failure, UsageError};
+use crate::system;
+
+use self::fio::Fio;
+use self::results::{Context, Row};
+use self::runner::Sample;
+
+/// Entry counts of the reference run.
+const ENTRIES_DEFAULT: [u64; 3] = [10_000, 100_000, 1_000_000];
+/// Entry counts of `--quick`.
+const ENTRIES_QUICK: [u64; 1] = [10_000];
+
+/// `rbio bench`.
+pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
+    let entry_counts = entry_counts(args)?;
+    let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
+    let configs = configurations(args.quick);
+    let direct = !args.buffered;
+    let dir = args.dir.clone().unwrap_or_else(default_dir);
+    let fio = if args.no_fio {
+        Err("--no-fio".to_owned())
+    } else {
+        Fio::find(!args.quick)
+    };
+    let page_cache = system::drop_page_cache();
+    if let Err(why) = &page_cache {
+        eprintln!("rbio bench: {why}");
+    }
+    let mut rows = Vec::new();
+    for &entries in &entry_counts {
+        rows.extend(measure(
+            &dir,
+            entries,
+            &configs,
+            repeat,
+            direct,
+            fio.as_ref().ok(),
+        )?);
+    }
+    results::set_speedups(&mut rows);
+    let context = Context {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        disk: system::disk_of(&dir),
+        kernel: system::kernel(),
+        cpu: system::cpu(),
+        direct,
+        page_cache,
+        fio: fio.map(|fio| fio.version),
+    };
+    print!("{}", results::table(&context, &rows));
+    write_outputs(args, &context, &rows)?;
+    compare_with_baseline(args, &rows)
+}
+
+fn entry_counts(args: &BenchArgs) -> Result<Vec<u64>, Failure> {
+    let counts = match (&args.entries[..], args.quick) {
+        ([], true) => ENTRIES_QUICK.to_vec(),
+        ([], false) => ENTRIES_DEFAULT.to_vec(),
+        (counts, _) => counts.to_vec(),
+    };
+    if counts.contains(&0) {
+        return Err(UsageError::new("--entries: every count must be at least 1").into());
+    }
+    Ok(counts)
+}
+
+/// The configurations measured: serial; posix with 1 to 16 workers; io_uring at windows 32 to
+/// 256 with fixed buffers on and off. `--quick` keeps one of each kind.
+fn configurations(quick: bool) -> Vec<EngineConfig> {
+    let uring = engines::uring_usable();
+    if !uring {
+        eprintln!("rbio bench: io_uring is not usable here; its rows are left out");
+    }
+    let mut configs = vec![EngineConfig::serial()];
+    if quick {
+        configs.push(EngineConfig::posix(Some(4)));
+        if uring {
+            configs.push(EngineConfig::uring(64, false));
+            configs.push(EngineConfig::uring(64, true));
+        }
+        return configs;
+    }
+    configs.extend([1, 2, 4, 8, 16].map(|workers| EngineConfig::posix(Some(workers))));
+    if uring {
+        for window in [32, 64, 128, 256] {
+            configs.push(EngineConfig::uring(window, false));
+            configs.push(EngineConfig::uring(window, true));
+        }
+    }
+    configs
+}
+
+/// Where images live unless `--dir` says: `target/rbio-bench` under the current directory when
+/// there is a `target` (a checkout), else the system's temporary directory.
+fn default_dir() -> PathBuf {
+    let target = PathBuf::from("target");
+    if target.is_dir() {
+        target.join("rbio-bench")
+    } else {
+        std::env::temp_dir().join("rbio-bench")
+    }
+}
+
+/// Measures every configuration (and fio at each depth) on the image with `entries` entries.
+fn measure(
+    dir: &std::path::Path,
+    entries: u64,
+    configs: &[EngineConfig],
+    repeat: usize,
+    direct: bool,
+    fio: Option<&Fio>,
+) -> Result<Vec<Row>, Failure> {
+    let image = images::ensure(dir, entries)?;
+    let probe = rbio_recovery::open_device(&image.path, direct)?;
+    let depths: Vec<usize> = configs.iter().map(|config| config.depth(&probe)).collect();
+    let iolog = match fio {
+        Some(_) => {
+            let (offsets, read_bytes) = images::header_reads(&image, direct)?;
+            let path = image.path.with_extension("iolog");
+            Some(fio::write_iolog(&path, &image.path, &offsets, read_bytes)?)
+        }
+        None => None,
+    };
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
+    let mut fio_samples: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for round in 0..repeat {
+        eprintln!(
+            "rbio bench: {entries} entries, round {} of {repeat}",
+            round + 1
+        );
+        for (index, config) in configs.iter().enumerate() {
+            let _ = system::drop_page_cache();
+            let sample = runner::run(&image, config, direct)?;
+            samples[index].push(sample);
+        }
+        if let (Some(fio), Some(iolog)) = (fio, &iolog) {
+            for &depth in &depths {
+                if fio_samples.get(&depth).is_some_and(|s| s.len() > round) {
+                    continue;
+                }
+                let _ = system::drop_page_cache();
+                let iops = fio.replay(iolog, depth, direct)?;
+                fio_samples.entry(depth).or_default().push(iops);
+            }
+        }
+    }
+    check_agreement(entries, configs, &samples)?;
+    Ok(configs
+        .iter()
+        .zip(&samples)
+        .zip(&depths)
+        .map(|((config, samples), &depth)| {
+            let mut row = Row::from_samples(config.label(), entries, depth, samples);
+            row.fio_iops = fio_samples
+                .get(&depth)
+                .map(|iops| results::Spread::of(iops).median);
+            row
+        })
+        .collect())
+}
+
+/// Every run must have kept the same entries: a benchmark of different results is no
+/// benchmark.
+fn check_agreement(
+    entries: u64,
+    configs: &[EngineConfig],
+    samples: &[Vec<Sample>],
+) -> Result<(), Failure> {
+    let expected = samples[0][0].kept;
+    for (config, samples) in configs.iter().zip(samples) {
+        if let Some(sample) = samples.iter().find(|s| s.kept != expected) {
+            return Err(format!(
+                "at {entries} entries {} kept {} entries, serial kept {expected}",
+                config.label(),
+                sample.kept
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn write_outputs(args: &BenchArgs, context: &Context, rows: &[Row]) -> Result<(), Failure> {
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&results::to_json(context, rows))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|error| format!("{}: cannot write: {error}", path.display()))?;
+        eprintln!("rbio bench: results written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("rbio bringup, {} ({})", context.disk, context.kernel);
+        std::fs::write(path, plot::svg(rows, &title))
+            .map_err(|error| format!("{}: cannot write: {error}", path.display()))?;
+        eprintln!("rbio bench: plot written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn compare_with_baseline(args: &BenchArgs, rows: &[Row]) -> Result<Exit, Failure> {
+    let Some(path) = &args.baseline else {
+        return Ok(Exit::Success);
+    };
+    let comparisons = results::compare(path, rows, args.margin)?;
+    println!(
+        "\nagainst the baseline {} (speed-up over serial, margin {}%):",
+        path.display(),
+        args.margin
+    );
+    print!("{}", results::comparison_table(&comparisons, args.margin));
+    if comparisons.is_empty() {
+        return Err(format!(
+            "{}: no row of the baseline matches this run (same engines and entry counts)",
+            path.display()
+        )
+        .into());
+    }
+    let regressed = comparisons.iter().filter(|c| c.regressed).count();
+    if regressed > 0 {
+        eprintln!("rbio bench: {regressed} row(s) regressed against the baseline");
+        return Ok(Exit::Regression);
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,83 @@
+//! One measured bringup: `rbio bringup --json` in a child process, so each run starts with
+//! fresh memory and its peak resident size is its own.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::images::Image;
+use crate::engines::EngineConfig;
+use crate::exit::Failure;
+
+/// What one bringup run measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Sample {
+    /// Seconds from open to the recovered index.
+    pub total_secs: f64,
+    /// Seconds per phase: select, parse, apply, validate.
+    pub phase_secs: [f64; 4],
+    /// Entries kept (a check that every run found the same).
+    pub kept: u64,
+    /// The child's peak resident memory.
+    pub peak_rss_bytes: u64,
+    /// Peak bytes of header buffers in use.
+    pub header_buffer_bytes_max: u64,
+}
+
+/// Brings `image` up with `config` in a child process and returns what it measured.
+pub fn run(image: &Image, config: &EngineConfig, direct: bool) -> Result<Sample, Failure> {
+    let exe = std::env::current_exe()
+        .map_err(|error| format!("cannot find the rbio executable: {error}"))?;
+    let layout = &image.layout;
+    let mut command = Command::new(exe);
+    command
+        .arg("bringup")
+        .arg(&image.path)
+        .arg("--json")
+        .arg("--ignore-device-path")
+        .args(["--engine", config.kind.name()])
+        .args(["--window", &config.window.to_string()])
+        .args([
+            "--fixed-buffers",
+            if config.fixed_buffers { "on" } else { "off" },
+        ])
+        .args(["--slot-bytes", &layout.slot_bytes.to_string()])
+        .args(["--meta-total-bytes", &layout.meta_total_bytes.to_string()]);
+    if let Some(workers) = config.workers {
+        command.args(["--workers", &workers.to_string()]);
+    }
+    if direct {
+        command.arg("--direct");
+    }
+    let output = command
+        .output()
+        .map_err(|error| format!("cannot run rbio bringup: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "rbio bringup with {} failed ({}): {}",
+            config.label(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )
+        .into());
+    }
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("rbio bringup printed no JSON report: {error}"))?;
+    Ok(sample_of(&report))
+}
+
+fn sample_of(report: &Value) -> Sample {
+    let secs = |phase: &str| report["phases"][phase].as_f64().unwrap_or(f64::NAN);
+    Sample {
+        total_secs: secs("total"),
+        phase_secs: [
+            secs("select"),
+            secs("parse"),
+            secs("apply"),
+            secs("validate"),
+        ],
+        kept: report["counts"]["kept"].as_u64().unwrap_or(0),
+        peak_rss_bytes: report["peak_rss_bytes"].as_u64().unwrap_or(0),
+        header_buffer_bytes_max: report["header_buffer_bytes_max"].as_u64().unwrap_or(0),
+    }
+}

@@ -1,0 +1,296 @@
+//! `rbio bringup`, `rbio inspect` and `rbio prepare`: each turns its arguments into options,
+//! makes one library call and renders the result.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileTypeExt;
+use std::sync::Arc;
+
+use rbio_core::{BufferPool, Device, PAGE_BYTES};
+use rbio_recovery::{
+    inspect, open_device, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
+    DevicePathPolicy, ExpectedState, InspectOptions, PrepareSpec, Report, SlotPlacement,
+};
+
+use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
+use crate::engines::EngineConfig;
+use crate::exit::{Exit, Failure, UsageError};
+use crate::progress::Bar;
+use crate::render;
+
+/// `rbio bringup`: brings the device up and prints the report.
+pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
+    let config = EngineConfig::from_args(&args.engine);
+    let device = open_device(&args.device, args.engine.direct)?;
+    let options = BringupOptions {
+        layout: args.layout.layout(),
+        configured_device_path: args.device_path.clone(),
+        device_path_policy: path_policy(args.ignore_device_path),
+        verify: !args.no_verify,
+        keep_unreadable: !args.drop_unreadable,
+        window_ops_max: config.window.max(1),
+        report_all_entries: args.entries,
+    };
+    let bringup = Bringup::new(device.clone(), options)?;
+    let mut engine = config.build(&device, bringup.header_pool())?;
+    let bar = Bar::new("bringup");
+    let recovered = bringup.run(&mut *engine, &mut |progress| bar.bringup(progress))?;
+    bar.finish();
+    if args.json {
+        println!("{}", render::bringup_json(&recovered, &args.device));
+    } else {
+        print!("{}", render::bringup_text(&recovered, args.entries));
+    }
+    Ok(exit_of(&recovered.report))
+}
+
+/// The exit status a bringup report calls for.
+pub fn exit_of(report: &Report) -> Exit {
+    if report.ignored.is_some() {
+        Exit::CheckpointIgnored
+    } else if report.counts.unreadable() > 0 {
+        Exit::Unreadable
+    } else {
+        Exit::Success
+    }
+}
+
+fn path_policy(ignore_device_path: bool) -> DevicePathPolicy {
+    if ignore_device_path {
+        DevicePathPolicy::Ignore
+    } else {
+        DevicePathPolicy::Strict
+    }
+}
+
+/// `rbio inspect`: reads both mirrors and prints what they hold.
+pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
+    let config = EngineConfig::from_args(&args.engine);
+    let device = open_device(&args.device, args.engine.direct)?;
+    let options = InspectOptions {
+        layout: args.layout.layout(),
+        configured_device_path: args.device_path.clone(),
+        device_path_policy: path_policy(args.ignore_device_path),
+        list_entries: args.entries,
+    };
+    // The inspection reads through its own pool: no buffers to register.
+    let config = EngineConfig {
+        fixed_buffers: false,
+        ..config
+    };
+    let mut engine = config.build(&device, &tiny_pool()?)?;
+    let inspection = inspect(&device, &mut *engine, &options)?;
+    if args.json {
+        println!("{}", inspection.to_json());
+    } else {
+        print!("{}", render::inspect_text(&inspection));
+    }
+    Ok(Exit::Success)
+}
+
+/// A one-buffer pool for engines whose work brings its own buffers.
+pub fn tiny_pool() -> Result<BufferPool, Failure> {
+    Ok(BufferPool::new(PAGE_BYTES, 1, PAGE_BYTES)?)
+}
+
+/// `rbio prepare`: writes an image with the asked-for entries and damage.
+pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
+    let spec = PrepareSpec {
+        with_payloads: args.payloads,
+        device_path: args.record_device_path.clone(),
+        seed: args.seed,
+        placement: if args.shuffle {
+            SlotPlacement::Shuffled
+        } else {
+            SlotPlacement::Sequential
+        },
+        damage: damage_plan(&args.damage)?,
+        checkpoints: args.checkpoints,
+        checkpoint_damage: checkpoint_damage(args.checkpoint_damage),
+        ..PrepareSpec::new(args.layout.layout(), args.entries)
+    };
+    let device = create_target(&args.path, &spec, args.force, args.engine.direct)?;
+    let config = EngineConfig {
+        fixed_buffers: false, // the writer's buffers come from its own pool
+        ..EngineConfig::from_args(&args.engine)
+    };
+    let mut engine = config.build(&device, &tiny_pool()?)?;
+    let bar = Bar::new("prepare");
+    let prepared = prepare(&device, &mut *engine, &spec, &mut |done, total| {
+        bar.set(done, total)
+    })?;
+    bar.finish();
+    let damaged: Vec<String> = prepared
+        .entries()
+        .filter_map(|entry| {
+            let damage = entry.damage?;
+            Some(format!(
+                "entry {} (slot {}): {}",
+                entry.entry_index,
+                entry.slot_index,
+                damage.name()
+            ))
+        })
+        .collect();
+    let stale = prepared
+        .entries()
+        .filter(|entry| matches!(entry.state, ExpectedState::Dropped(_)))
+        .count();
+    if args.json {
+        let value = serde_json::json!({
+            "path": args.path.display().to_string(),
+            "entries": spec.entry_count,
+            "size_bytes": device.size_bytes(),
+            "written_bytes": prepared.stats.written_bytes,
+            "winning_seq": prepared.winning_seq,
+            "next_slot": prepared.next_slot,
+            "expected_index_len": prepared.expected_index_len(),
+            "expected_stale": stale,
+            "damaged": damaged,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "wrote {} entries ({}) to {}: {} in {} writes; device {} (sparse where unwritten)",
+            render::count(spec.entry_count),
+            if spec.with_payloads {
+                "headers and payloads"
+            } else {
+                "headers only"
+            },
+            args.path.display(),
+            render::bytes(prepared.stats.written_bytes),
+            render::count(prepared.stats.op_count),
+            render::bytes(device.size_bytes()),
+        );
+        match prepared.winning_seq {
+            Some(seq) => println!(
+                "bringup must choose checkpoint seq {seq}, keep {} entries and find {stale} stale",
+                prepared.expected_index_len()
+            ),
+            None => println!("no checkpoint survives: bringup must find an empty device"),
+        }
+        for line in &damaged {
+            println!("damaged {line}");
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// Creates or replaces the image file (or opens the block device, with `force`), sized for
+/// `spec`, and opens it for writing.
+fn create_target(
+    path: &std::path::Path,
+    spec: &PrepareSpec,
+    force: bool,
+    direct: bool,
+) -> Result<Arc<Device>, Failure> {
+    let file_type = std::fs::metadata(path).ok().map(|m| m.file_type());
+    match file_type {
+        Some(kind) if kind.is_block_device() || kind.is_char_device() => {
+            if !force {
+                return Err(UsageError::new(format!(
+                    "{} is a device: its contents would be destroyed; add --force to write it",
+                    path.display()
+                ))
+                .into());
+            }
+        }
+        Some(kind) if kind.is_dir() => {
+            return Err(UsageError::new(format!("{} is a directory", path.display())).into());
+        }
+        _ => {
+            let file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(path)
+                .map_err(|error| {
+                    Failure::from(format!("{}: cannot create: {error}", path.display()))
+                })?;
+            file.set_len(spec.required_device_bytes())
+                .map_err(|error| {
+                    format!(
+                        "{}: cannot size to {} bytes: {error}",
+                        path.display(),
+                        spec.required_device_bytes()
+                    )
+                })?;
+        }
+    }
+    Ok(Arc::new(
+        Device::options().write(true).direct(direct).open(path)?,
+    ))
+}
+
+/// Parses `--damage`: `ENTRY:KIND` items, or one `random:PER_MILLION`.
+fn damage_plan(items: &[String]) -> Result<DamagePlan, UsageError> {
+    let mut pairs = Vec::new();
+    for item in items {
+        let (left, right) = item.split_once(':').ok_or_else(|| {
+            UsageError::new(format!(
+                "--damage {item:?}: expected ENTRY:KIND or random:PER_MILLION"
+            ))
+        })?;
+        if left == "random" {
+            let per_million = right.parse().map_err(|_| {
+                UsageError::new(format!(
+                    "--damage {item:?}: {right:?} is not a count per million"
+                ))
+            })?;
+            return Ok(DamagePlan::Random {
+                per_million,
+                seed: 1,
+            });
+        }
+        let entry_index: u64 = left.parse().map_err(|_| {
+            UsageError::new(format!(
+                "--damage {item:?}: {left:?} is not an entry number"
+            ))
+        })?;
+        let kind = Damage::from_name(right).ok_or_else(|| {
+            let names: Vec<&str> = Damage::ALL.iter().map(|d| d.name()).collect();
+            UsageError::new(format!(
+                "--damage {item:?}: unknown kind {right:?} (one of {})",
+                names.join(", ")
+            ))
+        })?;
+        pairs.push((entry_index, kind));
+    }
+    Ok(if pairs.is_empty() {
+        DamagePlan::None
+    } else {
+        DamagePlan::explicit(pairs)
+    })
+}
+
+fn checkpoint_damage(arg: CheckpointDamageArg) -> CheckpointDamage {
+    match arg {
+        CheckpointDamageArg::None => CheckpointDamage::None,
+        CheckpointDamageArg::BadCrcNewest => CheckpointDamage::BadCrcNewest,
+        CheckpointDamageArg::ZeroedNewestHeader => CheckpointDamage::ZeroedNewestHeader,
+        CheckpointDamageArg::BothMirrorsBad => CheckpointDamage::BothMirrorsBad,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn damage_specs_parse_or_say_why() {
+        let plan = damage_plan(&["3:bad_magic".into(), "9:wrong_length".into()]).unwrap();
+        assert_eq!(plan.damage_of(3), Some(Damage::BadMagic));
+        assert_eq!(plan.damage_of(9), Some(Damage::WrongLength));
+        assert_eq!(plan.damage_of(4), None);
+        assert!(matches!(
+            damage_plan(&["random:1000".into()]).unwrap(),
+            DamagePlan::Random {
+                per_million: 1000,
+                ..
+            }
+        ));
+        let error = damage_plan(&["3:melted".into()]).unwrap_err();
+        assert!(error.to_string().contains("unknown kind"), "{error}");
+        assert!(damage_plan(&["x".into()]).is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! `rbio demo`: prepare an example device with a few damaged slot headers in a temporary
+//! directory, bring it up with every engine available here, and show what each found.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rbio_core::{Device, OpenError};
+use rbio_recovery::{
+    open_device, prepare, Bringup, BringupOptions, Damage, DamagePlan, DevicePathPolicy,
+    ExpectedState, Layout, PrepareSpec, Prepared, Recovered,
+};
+use serde_json::json;
+
+use crate::args::DemoArgs;
+use crate::commands::tiny_pool;
+use crate::engines::{self, EngineConfig};
+use crate::exit::{Exit, Failure};
+use crate::progress::Bar;
+use crate::render::{self, Table};
+use crate::system;
+
+/// The damage the demo does, at these fractions of the entry count.
+const DAMAGE: [(f64, Damage); 5] = [
+    (0.07, Damage::BadMagic),
+    (0.29, Damage::WrongIdentity),
+    (0.51, Damage::WrongLength),
+    (0.73, Damage::Zeroed),
+    (0.97, Damage::OtherKeysIdentity),
+];
+
+/// The io_uring window and the validation window the demo uses.
+const DEMO_WINDOW: usize = 128;
+
+/// One engine's bringup in the demo.
+struct Run {
+    config: EngineConfig,
+    recovered: Recovered,
+}
+
+/// `rbio demo`.
+pub fn demo(args: &DemoArgs) -> Result<Exit, Failure> {
+    let dir = TempDir::new()?;
+    let image = dir.path().join("demo.img");
+    let prepared = prepare_image(&image, args.entries)?;
+    let direct = args.direct && direct_supported(&image)?;
+    let (configs, missing) = engines::demo_set(DEMO_WINDOW);
+    let mut runs = Vec::new();
+    for config in configs {
+        if !direct {
+            // Buffered bringup after a cold start: otherwise the first engine warms the
+            // cache for the rest. Not permitted without root; the note below says so.
+            let _ = system::drop_page_cache();
+        }
+        let recovered = bring_up(&image, &prepared.spec.layout, direct, config)?;
+        runs.push(Run { config, recovered });
+    }
+    let verdict = verdict(&prepared, &runs);
+    if args.json {
+        print_json(args, direct, &runs, &verdict);
+    } else {
+        print_text(&image, args, direct, &runs, &missing, &verdict);
+    }
+    if !verdict.all_match {
+        return Err("an engine's bringup differs from the damage done to the image".into());
+    }
+    Ok(Exit::Success)
+}
+
+/// The LMCache layout with a metadata region large enough for `entries` (LMCache's 256 MiB
+/// default holds about 700k of them).
+pub fn layout_for(entries: u64) -> Layout {
+    let needed_bytes = (entries * 400).next_power_of_two();
+    Layout {
+        meta_total_bytes: needed_bytes.max(Layout::default().meta_total_bytes),
+        ..Layout::default()
+    }
+}
+
+fn prepare_image(image: &Path, entries: u64) -> Result<Prepared, Failure> {
+    let damage = DAMAGE.map(|(fraction, kind)| ((entries as f64 * fraction) as u64, kind));
+    let spec = PrepareSpec {
+        damage: DamagePlan::explicit(damage.into_iter().filter(|(k, _)| *k < entries)),
+        ..PrepareSpec::new(layout_for(entries), entries)
+    };
+    let file = std::fs::File::create(image)
+        .map_err(|error| format!("{}: cannot create: {error}", image.display()))?;
+    file.set_len(spec.required_device_bytes())
+        .map_err(|error| format!("{}: cannot size: {error}", image.display()))?;
+    let device = Arc::new(Device::options().write(true).open(image)?);
+    let config = EngineConfig::posix(None);
+    let mut engine = config.build(&device, &tiny_pool()?)?;
+    let bar = Bar::new("prepare");
+    let prepared = prepare(&device, &mut *engine, &spec, &mut |done, total| {
+        bar.set(done, total)
+    })?;
+    Ok(prepared)
+}
+
+/// Whether the file system under `image` takes O_DIRECT (tmpfs does not).
+fn direct_supported(image: &Path) -> Result<bool, Failure> {
+    match Device::options().direct(true).open(image) {
+        Ok(_) => Ok(true),
+        Err(OpenError::DirectUnsupported { .. }) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn bring_up(
+    image: &Path,
+    layout: &Layout,
+    direct: bool,
+    config: EngineConfig,
+) -> Result<Recovered, Failure> {
+    let device = open_device(image, direct)?;
+    let options = BringupOptions {
+        layout: layout.clone(),
+        device_path_policy: DevicePathPolicy::Ignore,
+        window_ops_max: config.window,
+        ..BringupOptions::default()
+    };
+    let bringup = Bringup::new(device.clone(), options)?;
+    let mut engine = config.build(&device, bringup.header_pool())?;
+    let bar = Bar::new(&config.label());
+    let recovered = bringup.run(&mut *engine, &mut |progress| bar.bringup(progress))?;
+    Ok(recovered)
+}
+
+/// Whether every engine found exactly the damage that was done.
+struct Verdict {
+    damaged: Vec<String>,
+    expected_stale: BTreeSet<String>,
+    all_match: bool,
+}
+
+fn verdict(prepared: &Prepared, runs: &[Run]) -> Verdict {
+    let mut damaged = Vec::new();
+    let mut expected_stale = BTreeSet::new();
+    for entry in prepared.entries().filter(|entry| entry.damage.is_some()) {
+        damaged.push(format!(
+            "entry {} {}",
+            entry.entry_index,
+            entry.damage.map_or("", Damage::name)
+        ));
+        if matches!(entry.state, ExpectedState::Dropped(_)) {
+            expected_stale.insert(entry.key.clone());
+        }
+    }
+    let expected_kept = prepared.expected_index_len();
+    let all_match = runs.iter().all(|run| {
+        let report = &run.recovered.report;
+        let stale: BTreeSet<String> = report
+            .entries
+            .iter()
+            .filter(|entry| entry.state.name() == "stale")
+            .map(|entry| entry.key.clone())
+            .collect();
+        stale == expected_stale && report.counts.kept == expected_kept
+    });
+    Verdict {
+        damaged,
+        expected_stale,
+        all_match,
+    }
+}
+
+fn print_text(
+    image: &Path,
+    args: &DemoArgs,
+    direct: bool,
+    runs: &[Run],
+    missing: &[(engines::EngineKind, &str)],
+    verdict: &Verdict,
+) {
+    let serial_secs = runs[0].recovered.report.phases.total.as_secs_f64();
+    println!(
+        "rbio demo: {} entries (headers only, 1 MiB slots) in {}, {}",
+        render::count(args.entries),
+        image.display(),
+        if direct {
+            "read with O_DIRECT"
+        } else {
+            "read through the page cache (O_DIRECT not available or not asked for)"
+        }
+    );
+    println!(
+        "{}, kernel {}, {}\n",
+        system::disk_of(image),
+        system::kernel(),
+        system::cpu()
+    );
+    let mut table = Table::new(&[
+        "engine",
+        "kept",
+        "stale",
+        "unreadable",
+        "bringup",
+        "validate",
+        "x serial",
+    ]);
+    for run in runs {
+        let report = &run.recovered.report;
+        let secs = report.phases.total.as_secs_f64();
+        table.row(vec![
+            run.config.label(),
+            render::count(report.counts.kept),
+            render::count(report.counts.stale()),
+            render::count(report.counts.unreadable()),
+            render::seconds(secs),
+            render::seconds(report.phases.validate.as_secs_f64()),
+            format!("{:.1}", serial_secs / secs),
+        ]);
+    }
+    print!("{}", table.render());
+    for (kind, why) in missing {
+        println!("not shown: {} ({why})", kind.name());
+    }
+    println!();
+    let outcome = if verdict.all_match {
+        format!(
+            "and every engine found exactly those {} stale and kept the other {}",
+            verdict.expected_stale.len(),
+            render::count(runs[0].recovered.report.counts.kept)
+        )
+    } else {
+        "but not every engine found exactly those: see the counts above".to_owned()
+    };
+    println!(
+        "damaged {} slot headers after the last checkpoint ({}), {outcome}",
+        verdict.damaged.len(),
+        verdict.damaged.join(", ")
+    );
+}
+
+fn print_json(args: &DemoArgs, direct: bool, runs: &[Run], verdict: &Verdict) {
+    let value = json!({
+        "entries": args.entries,
+        "direct": direct,
+        "damaged": verdict.damaged,
+        "all_match": verdict.all_match,
+        "runs": runs.iter().map(|run| json!({
+            "engine": run.config.label(),
+            "report": run.recovered.report.to_json(),
+        })).collect::<Vec<_>>(),
+    });
+    println!("{value}");
+}
+
+/// A directory under the system's temporary directory, removed with everything in it on drop.
+struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    fn new() -> Result<TempDir, Failure> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos());
+        let name = format!("rbio-demo-{}-{nanos}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        std::fs::create_dir(&path)
+            .map_err(|error| format!("{}: cannot create: {error}", path.display()))?;
+        Ok(TempDir { path })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}

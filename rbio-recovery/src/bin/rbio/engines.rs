@@ -1,0 +1,249 @@
+//! The engines the command offers by name: the only place in rbio-recovery that names a
+//! concrete engine type. Everything else holds a `Box<dyn Engine>`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use clap::ValueEnum;
+use rbio_core::{BufferPool, Device, Engine, SerialEngine};
+use rbio_posix::PosixEngine;
+use rbio_uring::UringEngine;
+
+use crate::args::EngineArgs;
+
+/// An engine, as `--engine` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+pub enum EngineKind {
+    /// One synchronous pread after another: the reference.
+    Serial,
+    /// A pool of pread worker threads over contiguous ranges (--workers).
+    Posix,
+    /// io_uring with batched submission and a sliding window (--window, --fixed-buffers).
+    Uring,
+    /// NVMe passthrough through io_uring on /dev/ngXnY (not in this build yet).
+    Nvme,
+}
+
+impl EngineKind {
+    /// The name `--engine` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Serial => "serial",
+            EngineKind::Posix => "posix",
+            EngineKind::Uring => "uring",
+            EngineKind::Nvme => "nvme",
+        }
+    }
+}
+
+/// One engine with its settings: what `--engine` and its flags describe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EngineConfig {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// posix: worker threads; `None`: the engine's default for the device.
+    pub workers: Option<usize>,
+    /// Operations in flight at once (uring's window and the validation window).
+    pub window: usize,
+    /// uring: registered buffers.
+    pub fixed_buffers: bool,
+}
+
+impl EngineConfig {
+    /// The serial engine (window 1: it performs one operation at a time anyway).
+    pub fn serial() -> EngineConfig {
+        EngineConfig {
+            kind: EngineKind::Serial,
+            workers: None,
+            window: 1,
+            fixed_buffers: false,
+        }
+    }
+
+    /// The posix engine with `workers` threads, and a window of eight operations per worker
+    /// so each worker gets a range per batch, not a single read.
+    pub fn posix(workers: Option<usize>) -> EngineConfig {
+        EngineConfig {
+            kind: EngineKind::Posix,
+            workers,
+            window: workers.map_or(128, |workers| (workers * 8).max(16)),
+            fixed_buffers: false,
+        }
+    }
+
+    /// The io_uring engine with `window` operations in flight.
+    pub fn uring(window: usize, fixed_buffers: bool) -> EngineConfig {
+        EngineConfig {
+            kind: EngineKind::Uring,
+            workers: None,
+            window,
+            fixed_buffers,
+        }
+    }
+
+    /// The configuration the command-line flags describe.
+    pub fn from_args(args: &EngineArgs) -> EngineConfig {
+        EngineConfig {
+            kind: args.engine.unwrap_or_else(best_available),
+            workers: args.workers,
+            window: args.window,
+            fixed_buffers: args.fixed_buffers,
+        }
+    }
+
+    /// A short label for tables: `serial`, `posix w=8`, `uring q=64 fixed`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            EngineKind::Serial => "serial".to_owned(),
+            EngineKind::Posix => match self.workers {
+                Some(workers) => format!("posix w={workers}"),
+                None => "posix".to_owned(),
+            },
+            EngineKind::Uring | EngineKind::Nvme => format!(
+                "{} q={}{}",
+                self.kind.name(),
+                self.window,
+                if self.fixed_buffers { " fixed" } else { "" }
+            ),
+        }
+    }
+
+    /// How many operations this engine keeps at the device at once (fio's `iodepth` for the
+    /// same work).
+    pub fn depth(&self, device: &Device) -> usize {
+        match self.kind {
+            EngineKind::Serial => 1,
+            EngineKind::Posix => self
+                .workers
+                .unwrap_or_else(|| rbio_posix::default_worker_count(device)),
+            EngineKind::Uring | EngineKind::Nvme => self.window,
+        }
+    }
+
+    /// Builds the engine on `device`; `pool` is registered where the engine uses fixed
+    /// buffers (it must be the pool the work's buffers come from).
+    ///
+    /// # Errors
+    /// [`EngineError::Unavailable`] for an engine not in this build, [`EngineError::Start`]
+    /// when the engine could not be set up.
+    pub fn build(
+        &self,
+        device: &Arc<Device>,
+        pool: &BufferPool,
+    ) -> Result<Box<dyn Engine>, EngineError> {
+        let start = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Start {
+            engine: self.kind.name(),
+            source,
+        };
+        match self.kind {
+            EngineKind::Serial => SerialEngine::new(device.clone())
+                .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                .map_err(|error| start(error.into())),
+            EngineKind::Posix => {
+                let mut builder = PosixEngine::builder(device.clone());
+                if let Some(workers) = self.workers {
+                    builder = builder.workers(workers);
+                }
+                builder
+                    .build()
+                    .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                    .map_err(|error| start(error.into()))
+            }
+            EngineKind::Uring => {
+                let mut builder = UringEngine::builder(device.clone()).window(self.window);
+                if self.fixed_buffers {
+                    builder = builder.fixed_buffers(pool);
+                }
+                builder
+                    .build()
+                    .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                    .map_err(|error| start(error.into()))
+            }
+            EngineKind::Nvme => Err(EngineError::Unavailable {
+                engine: "nvme",
+                why: "the NVMe passthrough engine is not in this build yet",
+            }),
+        }
+    }
+}
+
+/// The engine used when `--engine` is not given: io_uring where the kernel allows it, else
+/// the posix pool.
+pub fn best_available() -> EngineKind {
+    if uring_usable() {
+        EngineKind::Uring
+    } else {
+        EngineKind::Posix
+    }
+}
+
+/// Whether an io_uring engine can be set up here (the kernel may have it disabled).
+pub fn uring_usable() -> bool {
+    let Ok(probe) = Device::open("/dev/null") else {
+        return false;
+    };
+    UringEngine::builder(Arc::new(probe))
+        .window(1)
+        .register_file(false)
+        .build()
+        .is_ok()
+}
+
+/// Every engine configuration the demo shows: each engine available here once, with its
+/// usual settings. Engines not available are returned apart, with the reason.
+pub fn demo_set(window: usize) -> (Vec<EngineConfig>, Vec<(EngineKind, &'static str)>) {
+    let mut configs = vec![EngineConfig::serial(), EngineConfig::posix(None)];
+    let mut missing = vec![(
+        EngineKind::Nvme,
+        "needs an NVMe generic device (/dev/ngXnY) and is not in this build yet",
+    )];
+    if uring_usable() {
+        configs.push(EngineConfig::uring(window, false));
+        configs.push(EngineConfig::uring(window, true));
+    } else {
+        missing.push((
+            EngineKind::Uring,
+            "io_uring is not permitted on this kernel",
+        ));
+    }
+    (configs, missing)
+}
+
+/// Why an engine could not be had.
+#[derive(Debug)]
+pub enum EngineError {
+    /// The engine is not in this build or not usable on this machine.
+    Unavailable {
+        /// Its name.
+        engine: &'static str,
+        /// Why.
+        why: &'static str,
+    },
+    /// Setting the engine up failed.
+    Start {
+        /// Its name.
+        engine: &'static str,
+        /// What failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::Unavailable { engine, why } => {
+                write!(f, "engine {engine} is unavailable: {why}")
+            }
+            EngineError::Start { engine, .. } => write!(f, "engine {engine} could not start"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EngineError::Unavailable { .. } => None,
+            EngineError::Start { source, .. } => Some(&**source),
+        }
+    }
+}
