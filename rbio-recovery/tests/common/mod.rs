@@ -48,7 +48,27 @@ pub type EngineFactory = fn(&Arc<Device>, &BufferPool) -> Box<dyn Engine>;
 
 /// Every engine available on this machine, by name.
 pub fn engines() -> Vec<(&'static str, EngineFactory)> {
-    vec![("serial", |device, _pool| {
-        Box::new(SerialEngine::new(device.clone()).expect("serial engine"))
-    })]
+    vec![
+        ("serial", |device, _pool| {
+            Box::new(SerialEngine::new(device.clone()).expect("serial engine"))
+        }),
+        ("posix-1", |device, _pool| posix(device, 1)),
+        ("posix-3", |device, _pool| posix(device, 3)),
+        ("posix-8", |device, _pool| posix(device, 8)),
+        ("uring", |device, _pool| {
+            let builder = UringEngine::builder(device.clone()).window(32);
+            Box::new(builder.build().expect("uring engine"))
+        }),
+        ("uring-fixed", |device, pool| {
+            let builder = UringEngine::builder(device.clone())
+                .window(32)
+                .fixed_buffers(pool);
+            Box::new(builder.build().expect("uring engine with fixed buffers"))
+        }),
+    ]
+}
+
+fn posix(device: &Arc<Device>, worker_count: usize) -> Box<dyn Engine> {
+    let builder = PosixEngine::builder(device.clone()).workers(worker_count);
+    Box::new(builder.build().expect("posix engine"))
 }
