@@ -83,6 +83,7 @@ impl<C: Codec> Ring<C> {
             Issuer::Disabled => self.enable_here(),
             Issuer::Bound(_) => self.rehome(),
         }
+        self.sync_readiness();
     }
 
     fn enable_here(&mut self) {
@@ -104,7 +105,7 @@ impl<C: Codec> Ring<C> {
             file: self
                 .register_file
                 .then(|| std::os::fd::AsRawFd::as_raw_fd(self.device.file())),
-            eventfd: std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&self.readiness)),
+            eventfd: self.readiness.registered_fd(),
         };
         let mut plan = self.plan.clone();
         plan.ladder = vec![self.report.flags];

@@ -43,6 +43,7 @@ mod error;
 mod fixed;
 mod flags;
 mod issuer;
+mod readiness;
 mod reap;
 mod ring;
 mod setup;

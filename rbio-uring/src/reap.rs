@@ -222,22 +222,4 @@ impl<C: Codec> Ring<C> {
         let slot = self.slots.remove(key);
         out.push(slot.op.complete(result));
     }
-
-    /// Leaves the readiness fd readable exactly when a reap may have something to return.
-    ///
-    /// The kernel signals the eventfd when it posts CQEs and, under `DEFER_TASKRUN`, when
-    /// completion work is queued while none was; `TASKRUN_FLAG` shows such queued work. So
-    /// clear first, then look: anything that arrives after the look signals again.
-    fn update_readiness(&mut self) {
-        if !self.ready.is_empty() {
-            self.readiness.signal();
-            return;
-        }
-        self.readiness.clear();
-        let polled = self.report.flags.contains(RingFlags::IOPOLL) && self.in_kernel_count > 0;
-        let work_waits = self.ring.submission().taskrun() || !self.ring.completion().is_empty();
-        if polled || work_waits {
-            self.readiness.signal();
-        }
-    }
 }

@@ -12,12 +12,12 @@
 
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::IoUring;
-use rbio_core::{Capabilities, Completion, Device, IoError, Op, Readiness};
+use rbio_core::{Capabilities, Completion, Device, IoError, Op};
 use slab::Slab;
 
 use crate::codec::Codec;
@@ -26,6 +26,7 @@ use crate::error::SetupError;
 use crate::fixed::FixedBuffers;
 use crate::flags::SetupReport;
 use crate::issuer::Issuer;
+use crate::readiness::RingReadiness;
 use crate::setup::{self, Registrations, RingPlan};
 use crate::slot::Slot;
 use crate::stats::UringStats;
@@ -48,7 +49,7 @@ pub(crate) struct Ring<C: Codec> {
     pub(crate) codec: C,
     pub(crate) device: Arc<Device>,
     pub(crate) fixed: Option<FixedBuffers>,
-    pub(crate) readiness: Readiness,
+    pub(crate) readiness: RingReadiness,
     pub(crate) plan: RingPlan,
     pub(crate) register_file: bool,
     pub(crate) report: SetupReport,
@@ -77,16 +78,15 @@ pub(crate) struct Ring<C: Codec> {
 }
 
 impl<C: Codec> Ring<C> {
-    /// Creates the ring (trying the plan's flag ladder) and registers buffers, file and
-    /// readiness eventfd.
+    /// Creates the ring (trying the plan's flag ladder) and registers buffers and file.
     pub(crate) fn new(codec: C, config: CoreConfig) -> Result<Ring<C>, SetupError> {
-        let readiness = Readiness::new().map_err(|source| SetupError::Readiness { source })?;
+        let readiness = RingReadiness::new().map_err(|source| SetupError::Readiness { source })?;
         let registrations = Registrations {
             fixed: config.fixed.as_ref(),
             file: config
                 .register_file
                 .then(|| config.device.file().as_raw_fd()),
-            eventfd: readiness.as_fd().as_raw_fd(),
+            eventfd: None,
         };
         let created = setup::create::<C::Sqe, C::Cqe>(&config.plan, registrations)?;
         let report = SetupReport {
@@ -146,9 +146,7 @@ impl<C: Codec> Ring<C> {
         }
         self.refill();
         self.submit_pushed();
-        if !self.ready.is_empty() {
-            self.readiness.signal();
-        }
+        self.signal_ready();
     }
 
     fn admit(&mut self, mut op: Op, now: Option<Instant>) {
@@ -183,9 +181,5 @@ impl<C: Codec> Ring<C> {
             fixed_buffers: self.fixed.is_some(),
             passthrough: C::PASSTHROUGH,
         }
-    }
-
-    pub(crate) fn readiness_fd(&self) -> BorrowedFd<'_> {
-        self.readiness.as_fd()
     }
 }

@@ -1,5 +1,5 @@
 //! Ring set-up: the flag ladder (fast flags first, each refusal remembered), sizing, and the
-//! registrations (buffer arena, device file, readiness eventfd).
+//! registrations (buffer arena, device file, and the readiness eventfd when it is in use).
 //!
 //! A ring bound to one thread (`SINGLE_ISSUER` without SQPOLL) is created disabled
 //! (`IORING_SETUP_R_DISABLED`): registrations happen here, on the building thread, which the
@@ -53,7 +53,8 @@ pub(crate) struct Registrations<'a> {
     pub(crate) fixed: Option<&'a FixedBuffers>,
     /// The device descriptor to register as `Fixed(0)`, if any.
     pub(crate) file: Option<RawFd>,
-    pub(crate) eventfd: RawFd,
+    /// The readiness eventfd, if it is in use.
+    pub(crate) eventfd: Option<RawFd>,
 }
 
 /// A created, registered ring.
@@ -146,9 +147,12 @@ where
             .register_files(&[fd])
             .map_err(|source| SetupError::RegisterFile { source })?;
     }
-    ring.submitter()
-        .register_eventfd(registrations.eventfd)
-        .map_err(|source| SetupError::Readiness { source })
+    if let Some(eventfd) = registrations.eventfd {
+        ring.submitter()
+            .register_eventfd(eventfd)
+            .map_err(|source| SetupError::Readiness { source })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

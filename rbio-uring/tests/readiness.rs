@@ -111,3 +111,25 @@ fn refused_operations_make_the_fd_readable() {
     assert_eq!(engine.reap(&mut Vec::new(), Wait::Nothing), 1);
     assert!(!poll_readable(engine.readiness(), 0));
 }
+
+#[test]
+fn readiness_asked_for_after_submission_still_wakes_the_caller() {
+    let image = pattern_image(1 << 20);
+    let mut engine = UringEngine::builder(open(image.path(), true, false))
+        .build()
+        .unwrap();
+    let mut ops: Vec<Op> = (0..16u64)
+        .map(|i| Op::read(i, i * 4096, Buffer::new_aligned(4096, 4096).unwrap()))
+        .collect();
+    engine.submit(&mut ops);
+    let mut completions = Vec::new();
+    while completions.len() < 16 {
+        assert!(
+            poll_readable(engine.readiness(), 10_000),
+            "not readable with {} of 16 reads pending",
+            16 - completions.len()
+        );
+        engine.reap(&mut completions, Wait::Nothing);
+    }
+    assert!(!poll_readable(engine.readiness(), 0));
+}
