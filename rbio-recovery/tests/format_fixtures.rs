@@ -6,11 +6,11 @@
 //! (expectations come from the manifest, never regenerated), and the slot headers, damaged ones
 //! included. A missing fixture fails the test and says where it was looked for.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rbio_recovery::{
     encode_checkpoint, mirror_index_for_seq, ApplyRejection, Checkpoint, CheckpointHeader,
@@ -18,11 +18,6 @@ use rbio_recovery::{
     MIRROR_COUNT,
 };
 use serde_json::Value;
-
-const FIXTURES_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/lmcache-0.5.6"
-);
 
 /// An unpacked fixture image with its manifest and the layout the manifest describes.
 struct Image {
@@ -35,30 +30,7 @@ struct Image {
 
 impl Image {
     fn unpack(name: &str) -> Image {
-        let archive = Path::new(FIXTURES_DIR).join(format!("{name}.tar.gz"));
-        assert!(
-            archive.is_file(),
-            "fixture {} is missing: shared/ must sit beside the repository checkout",
-            archive.display()
-        );
-        let dir = tempfile::tempdir().expect("create a temporary directory");
-        let status = Command::new("tar")
-            .arg("xzf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(dir.path())
-            .status()
-            .expect("run tar");
-        assert!(
-            status.success(),
-            "tar xzf {} failed: {status}",
-            archive.display()
-        );
-        let image_path: PathBuf = dir.path().join(format!("{name}.img"));
-        let manifest_path = dir.path().join(format!("{name}.img.manifest.json"));
-        let manifest: Value =
-            serde_json::from_slice(&std::fs::read(manifest_path).expect("read manifest"))
-                .expect("parse manifest");
+        let (dir, image_path, manifest) = common::unpack_fixture(name);
         let file = File::open(&image_path).expect("open image");
         let device_size_bytes = file.metadata().expect("stat image").len();
         let layout = layout_of(&manifest);

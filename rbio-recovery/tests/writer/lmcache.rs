@@ -4,30 +4,7 @@
 use super::*;
 
 fn unpack(name: &str) -> (tempfile::TempDir, PathBuf, Value) {
-    let archive = Path::new(FIXTURES_DIR).join(format!("{name}.tar.gz"));
-    assert!(
-        archive.is_file(),
-        "fixture {} is missing: shared/ must sit beside the repository checkout",
-        archive.display()
-    );
-    let dir = tempfile::tempdir().expect("create a temporary directory");
-    let status = Command::new("tar")
-        .arg("xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(dir.path())
-        .status()
-        .expect("run tar");
-    assert!(
-        status.success(),
-        "tar xzf {} failed: {status}",
-        archive.display()
-    );
-    let manifest_path = dir.path().join(format!("{name}.img.manifest.json"));
-    let manifest = serde_json::from_slice(&std::fs::read(manifest_path).expect("read manifest"))
-        .expect("parse manifest");
-    let image = dir.path().join(format!("{name}.img"));
-    (dir, image, manifest)
+    common::unpack_fixture(name)
 }
 
 fn layout_of(manifest: &Value) -> Layout {

@@ -13,8 +13,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbio_core::{Device, IoError, SerialEngine};
@@ -27,10 +26,6 @@ use rbio_recovery::{
 };
 use serde_json::Value;
 
-const FIXTURES_DIR: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/lmcache-0.5.6"
-);
 const MIB: u64 = 1 << 20;
 
 /// A fresh sparse image file of `size_bytes`, opened for writing, with a serial engine.
@@ -97,6 +92,8 @@ fn small_layout() -> Layout {
     }
 }
 
+#[path = "../common/mod.rs"]
+mod common;
 mod lmcache;
 mod prepared;
 mod refusals;
