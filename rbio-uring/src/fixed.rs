@@ -27,12 +27,45 @@ pub(crate) struct FixedBuffers {
     chunk_bytes: usize,
 }
 
+/// Where the registered iovecs lie, copied out for a codec that must know which one holds an
+/// address (NVMe passthrough on Linux 6.1 refuses a fixed buffer with more pages from the
+/// transfer's first page to the end of its iovec than the queue has segments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChunkLayout {
+    base_addr: usize,
+    arena_bytes: usize,
+    chunk_bytes: usize,
+}
+
+impl ChunkLayout {
+    /// One past the last byte of the registered iovec holding `addr`, an address in the arena.
+    pub(crate) fn chunk_end_addr(&self, addr: usize) -> usize {
+        debug_assert!(
+            (self.base_addr..self.base_addr + self.arena_bytes).contains(&addr),
+            "address {addr:#x} outside the arena"
+        );
+        let chunk_index = (addr - self.base_addr) / self.chunk_bytes;
+        let chunk_end_bytes = ((chunk_index + 1) * self.chunk_bytes).min(self.arena_bytes);
+        self.base_addr + chunk_end_bytes
+    }
+}
+
 impl FixedBuffers {
     /// Plans the registration of `pool`'s arena.
     pub(crate) fn new(pool: &BufferPool) -> Result<FixedBuffers, SetupError> {
+        FixedBuffers::with_chunk_bytes_max(pool, REGISTERED_BYTES_MAX)
+    }
+
+    /// Plans the registration of `pool`'s arena in iovecs of at most `chunk_bytes_max`
+    /// (capped at the kernel's 1 GiB), each a whole number of buffers and at least one.
+    pub(crate) fn with_chunk_bytes_max(
+        pool: &BufferPool,
+        chunk_bytes_max: usize,
+    ) -> Result<FixedBuffers, SetupError> {
         let (base, arena_bytes) = pool.arena_region();
         let buffer_bytes = pool.buffer_bytes();
-        let chunk_bytes = (REGISTERED_BYTES_MAX / buffer_bytes).max(1) * buffer_bytes;
+        let chunk_bytes_max = chunk_bytes_max.min(REGISTERED_BYTES_MAX);
+        let chunk_bytes = (chunk_bytes_max / buffer_bytes).max(1) * buffer_bytes;
         let fixed = FixedBuffers {
             pool: pool.clone(),
             base_addr: base as usize,
@@ -44,6 +77,15 @@ impl FixedBuffers {
             return Err(SetupError::FixedBufferCount { iovec_count });
         }
         Ok(fixed)
+    }
+
+    /// Where the iovecs lie.
+    pub(crate) fn layout(&self) -> ChunkLayout {
+        ChunkLayout {
+            base_addr: self.base_addr,
+            arena_bytes: self.arena_bytes,
+            chunk_bytes: self.chunk_bytes,
+        }
     }
 
     /// How many iovecs the arena is registered as.
@@ -107,6 +149,29 @@ mod tests {
             .all(|buffer| fixed.index_of(buffer) == Some(0)));
         let stranger = Buffer::new_aligned(4096, 4096).unwrap();
         assert_eq!(fixed.index_of(&stranger), None);
+    }
+
+    #[test]
+    fn a_chunk_limit_keeps_whole_buffers_and_the_layout_finds_chunk_ends() {
+        let pool = BufferPool::new(3 * 4096, 100, 4096).unwrap();
+        let fixed = FixedBuffers::with_chunk_bytes_max(&pool, 127 * 4096).unwrap();
+        assert_eq!(fixed.chunk_bytes, 42 * 3 * 4096);
+        assert_eq!(fixed.iovec_count(), 3);
+        let layout = fixed.layout();
+        let (base, arena_bytes) = pool.arena_region();
+        let base = base as usize;
+        assert_eq!(layout.chunk_end_addr(base), base + fixed.chunk_bytes);
+        assert_eq!(
+            layout.chunk_end_addr(base + fixed.chunk_bytes),
+            base + 2 * fixed.chunk_bytes
+        );
+        assert_eq!(
+            layout.chunk_end_addr(base + arena_bytes - 1),
+            base + arena_bytes
+        );
+        let big = BufferPool::new(256 * 4096, 2, 4096).unwrap();
+        let fixed = FixedBuffers::with_chunk_bytes_max(&big, 127 * 4096).unwrap();
+        assert_eq!((fixed.chunk_bytes, fixed.iovec_count()), (256 * 4096, 2));
     }
 
     #[test]
