@@ -108,10 +108,16 @@ impl Ledger {
             };
             state.in_flight.insert(id, ticket);
         }
+        let mut wake_reaper = false;
         for completion in refused {
-            self.push_done(&mut state, completion);
+            wake_reaper |= self.push_done(&mut state, completion);
         }
-        if was_idle && !state.in_flight.is_empty() && state.timer_idle {
+        let wake_timer = was_idle && !state.in_flight.is_empty() && state.timer_idle;
+        drop(state);
+        if wake_reaper {
+            self.completed.notify_one();
+        }
+        if wake_timer {
             self.timer_wake.notify_one();
         }
         first_id
@@ -134,7 +140,11 @@ impl Ledger {
             state.late_count += 1;
             return Some(completion);
         }
-        self.push_done(&mut state, completion);
+        let wake_reaper = self.push_done(&mut state, completion);
+        drop(state);
+        if wake_reaper {
+            self.completed.notify_one();
+        }
         None
     }
 
@@ -148,10 +158,15 @@ impl Ledger {
             .filter(|(_, ticket)| ticket.worker_index == worker_index)
             .map(|(id, ticket)| (*id, *ticket))
             .collect();
+        let mut wake_reaper = false;
         for (id, ticket) in orphans {
             state.in_flight.remove(&id);
             let canceled = Completion::new(ticket.info, Err(IoError::Canceled), None);
-            self.push_done(&mut state, canceled);
+            wake_reaper |= self.push_done(&mut state, canceled);
+        }
+        drop(state);
+        if wake_reaper {
+            self.completed.notify_one();
         }
     }
 
@@ -205,7 +220,10 @@ impl Ledger {
         let mut state = self.lock();
         while !state.stopping {
             let now = Instant::now();
-            self.expire(&mut state, now);
+            if self.expire(&mut state, now) {
+                // Rare (a deadline passed): waking under the lock costs nothing that matters.
+                self.completed.notify_one();
+            }
             let earliest = state.in_flight.first_key_value().map(|(_, t)| t.deadline);
             state = match earliest {
                 None => {
@@ -230,8 +248,9 @@ impl Ledger {
     /// Completes as timed out every operation whose deadline is at or before `now`.
     ///
     /// All tickets share one timeout and ids grow with submission time, so the overdue ones
-    /// are exactly a prefix of `in_flight`.
-    fn expire(&self, state: &mut LedgerState, now: Instant) {
+    /// are exactly a prefix of `in_flight`. Returns whether the reaper must be woken.
+    fn expire(&self, state: &mut LedgerState, now: Instant) -> bool {
+        let mut wake_reaper = false;
         while let Some(entry) = state.in_flight.first_entry() {
             if entry.get().deadline > now {
                 break;
@@ -241,24 +260,31 @@ impl Ledger {
             state.timed_out_count += 1;
             let timeout = self.op_timeout;
             let timed_out = Completion::new(ticket.info, Err(IoError::TimedOut { timeout }), None);
-            self.push_done(state, timed_out);
+            wake_reaper |= self.push_done(state, timed_out);
         }
+        wake_reaper
     }
 
-    /// Queues a completion for the reaper and makes the readiness fd readable.
+    /// Queues a completion for the reaper: returns whether to wake it (it waits in `reap`),
+    /// else makes the readiness fd readable. The caller wakes the reaper after unlocking, so
+    /// that it does not wake only to block on the lock still held.
     ///
-    /// The eventfd is written under the lock so that it is readable exactly while `signalled`
-    /// is set: a poller never sees it readable with nothing to reap for long, nor unreadable
-    /// with something to reap.
-    fn push_done(&self, state: &mut LedgerState, completion: Completion) {
+    /// A waiting reaper takes everything in `done` as soon as it wakes, whatever its
+    /// deadline, and holds the engine meanwhile (`reap` takes `&mut self`), so nobody else
+    /// could reap what a poller would be told about: skipping the eventfd then saves two
+    /// system calls per wake-up. Otherwise the eventfd is written under the lock, so that it
+    /// is readable exactly while `signalled` is set: never readable with nothing to reap
+    /// for long, never unreadable with something to reap.
+    fn push_done(&self, state: &mut LedgerState, completion: Completion) -> bool {
         state.done.push(completion);
+        if state.reaper_waiting {
+            return true;
+        }
         if !state.signalled {
             state.signalled = true;
             self.readiness.signal();
         }
-        if state.reaper_waiting {
-            self.completed.notify_one();
-        }
+        false
     }
 }
 

@@ -83,7 +83,10 @@ impl WorkerQueue {
         self.op_count
             .fetch_add(range.len() as u64, Ordering::Relaxed);
         state.ranges.push_back(range);
-        if state.idle {
+        let wake = state.idle;
+        drop(state);
+        // Woken after unlocking, the worker finds the lock free.
+        if wake {
             self.available.notify_one();
         }
         Ok(())
