@@ -12,7 +12,9 @@
 //! Inside, a ring core generic over a codec (how an operation becomes an SQE, what a CQE
 //! means) holds the window, retries, continuations of short transfers, deadlines, readiness,
 //! fixed buffers and drop; the block codec is one implementation and NVMe passthrough is
-//! meant to be the second.
+//! the second: [`NvmeEngine`] reads and writes an NVMe namespace's generic char device
+//! (`/dev/ngXnY`) with NVMe commands (`IORING_OP_URING_CMD`, 128-byte SQEs, 32-byte CQEs),
+//! configured by [`NvmeBuilder`]; [`NvmeSetupError`] says why one could not be built.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -60,5 +62,6 @@ pub use shutdown::DROP_DRAIN_TIMEOUT;
 pub use stats::UringStats;
 
 mod nvme;
-// NVMe passthrough: ABI structs, the command encoder, Identify, limits and status decoding.
+// NVMe passthrough: the engine, ABI structs, the command encoder, Identify, limits and status
+// decoding.
 pub use nvme::*;

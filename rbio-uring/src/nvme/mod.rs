@@ -1,13 +1,17 @@
 //! NVMe passthrough: the kernel ABI, the typed command encoder, Identify, transfer limits and
-//! status decoding.
+//! status decoding, and the engine built on them.
 //!
-//! Only `ioctl.rs` contains `unsafe` (the synchronous ioctls); everything else is plain data
-//! and arithmetic, tested on hand-checked bytes. The io_uring passthrough engine builds its
-//! SQEs from [`NvmeIo::encode`], splits by [`NvmeNamespaceInfo::max_transfer_bytes_at`] and
-//! decodes `cqe.res` with [`nvme_res_to_result`].
+//! Only `ioctl.rs` contains `unsafe` (the synchronous ioctls; `codec.rs` has one more, in a
+//! test, to look at an SQE's bytes); everything else is plain data and arithmetic, tested on
+//! hand-checked bytes. The io_uring passthrough engine, [`NvmeEngine`], runs on the ring core
+//! with its own codec (`codec.rs`): it builds its SQEs from [`NvmeIo::encode`], splits by
+//! [`NvmeNamespaceInfo::max_transfer_bytes_at`] and decodes `cqe.res` with
+//! [`nvme_res_to_result`].
 
 mod abi;
 mod cmd;
+mod codec;
+mod engine;
 mod identify;
 mod ioctl;
 mod limits;
@@ -23,6 +27,7 @@ pub use cmd::{
     LbaError, LbaFormat, LbaPiece, LbaRange, LbaSplit, NvmeEncodeError, NvmeIo, NvmeIoOpcode,
     NVME_BLOCK_COUNT_MAX,
 };
+pub use engine::{NvmeBuilder, NvmeEngine, NvmeSetupError};
 pub use identify::{
     parse_identify_controller_mdts, parse_identify_namespace, IdentifyError, IdentifyNamespace,
     NvmeNamespaceInfo,

@@ -1,0 +1,428 @@
+//! `NvmeEngine`, NVMe passthrough through io_uring on a namespace's generic char device
+//! (`/dev/ngXnY`), its builder and its set-up error.
+
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rbio_core::{BufferPool, Capabilities, Completion, Device, Engine, Op, OpenError, Wait};
+
+use super::codec::{registered_chunk_bytes_max, NvmeCodec};
+use super::identify::NvmeNamespaceInfo;
+use super::open::{check_nvme_char_device, NvmeOpenError};
+use crate::block::FileTarget;
+use crate::engine::{OP_TIMEOUT_DEFAULT, WINDOW_DEFAULT, WINDOW_MAX};
+use crate::error::SetupError;
+use crate::fixed::FixedBuffers;
+use crate::flags::{RingFlags, SetupReport};
+use crate::ring::{CoreConfig, Ring};
+use crate::setup::RingPlan;
+use crate::stats::UringStats;
+
+/// Reads, writes and flushes an NVMe namespace with NVMe commands through io_uring
+/// (`IORING_OP_URING_CMD` with `NVME_URING_CMD_IO` on `/dev/ngXnY`, 128-byte SQEs, 32-byte
+/// CQEs), bypassing the block layer.
+///
+/// It shares the ring core of [`UringEngine`](crate::UringEngine): the same window, batching
+/// into one `io_uring_enter`, deadlines, readiness, fixed buffers and drop behaviour. What
+/// differs:
+///
+/// - Offsets and lengths must be multiples of the namespace's LBA size and buffer addresses
+///   multiples of 4 bytes; anything else completes as [`IoError::Misaligned`] with the LBA
+///   size, for that operation alone. [`Capabilities::align_bytes`] is the LBA size.
+/// - An operation longer than one command may move (the controller's MDTS and the kernel's
+///   segment limit, [`NvmeNamespaceInfo::max_transfer_bytes_at`]) is sent as several commands
+///   one after another and completes once, with its full length.
+/// - A flush is an NVMe Flush of the namespace.
+/// - The controller's refusals come back as [`IoError::Nvme`] with status type, code and
+///   do-not-retry bit; the engine refuses operations past the namespace's end itself
+///   ([`IoError::OutOfRange`], as every engine does) unless built with
+///   [`NvmeBuilder::check_range`]`(false)`.
+///
+/// Opening checks that the path is an NVMe namespace's char device, asks its namespace id
+/// and reads Identify Namespace and Identify Controller (admin passthrough: on Linux before
+/// 6.2 this needs `CAP_SYS_ADMIN`), and refuses formats with metadata. [`NvmeEngine::device`]
+/// is the open device with the geometry Identify gave.
+///
+/// [`IoError::Misaligned`]: rbio_core::IoError::Misaligned
+/// [`IoError::Nvme`]: rbio_core::IoError::Nvme
+/// [`IoError::OutOfRange`]: rbio_core::IoError::OutOfRange
+pub struct NvmeEngine {
+    core: Ring<NvmeCodec>,
+    namespace: NvmeNamespaceInfo,
+}
+
+impl NvmeEngine {
+    /// An engine on the namespace at `path` with the default settings (read-only).
+    ///
+    /// # Errors
+    /// As [`NvmeBuilder::build`].
+    pub fn open(path: impl AsRef<Path>) -> Result<NvmeEngine, NvmeSetupError> {
+        NvmeEngine::builder(path).build()
+    }
+
+    /// A builder for an engine on the namespace at `path` (`/dev/ngXnY`).
+    pub fn builder(path: impl AsRef<Path>) -> NvmeBuilder {
+        NvmeBuilder {
+            path: path.as_ref().to_path_buf(),
+            window: WINDOW_DEFAULT,
+            pool: None,
+            write: false,
+            register_file: true,
+            iopoll: false,
+            op_timeout: Some(OP_TIMEOUT_DEFAULT),
+            ladder: RingFlags::LADDER.to_vec(),
+            check_range: true,
+        }
+    }
+
+    /// The open namespace device, with its size and LBA size from Identify (its size reads 0,
+    /// unknown, when built with [`NvmeBuilder::check_range`]`(false)`).
+    pub fn device(&self) -> &Arc<Device> {
+        &self.core.device
+    }
+
+    /// What Identify said: namespace id, LBA format, size and transfer limit.
+    pub fn namespace(&self) -> &NvmeNamespaceInfo {
+        &self.namespace
+    }
+
+    /// How the ring was set up: flag sets tried and refused, sizes, registrations.
+    pub fn setup_report(&self) -> &SetupReport {
+        &self.core.report
+    }
+
+    /// The flags the ring runs with.
+    pub fn flags(&self) -> RingFlags {
+        self.core.report.flags
+    }
+
+    /// What the engine has done so far (one SQE per command, so a split operation counts
+    /// each of its commands).
+    pub fn stats(&self) -> UringStats {
+        self.core.stats
+    }
+}
+
+impl Engine for NvmeEngine {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            align_bytes: self.namespace.lba_format.lba_bytes() as usize,
+            ..self.core.capabilities()
+        }
+    }
+
+    fn submit(&mut self, ops: &mut Vec<Op>) {
+        self.core.submit(ops);
+    }
+
+    fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
+        self.core.reap(completions, wait)
+    }
+
+    fn pending_count(&self) -> usize {
+        self.core.pending_count()
+    }
+
+    fn readiness(&self) -> BorrowedFd<'_> {
+        self.core.readiness_fd()
+    }
+}
+
+impl fmt::Debug for NvmeEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NvmeEngine")
+            .field("device", &self.core.device.path())
+            .field("namespace", &self.namespace)
+            .field("setup", &self.core.report.to_string())
+            .field("pending_count", &self.core.pending_count())
+            .finish()
+    }
+}
+
+/// Configures an [`NvmeEngine`]; [`NvmeEngine::builder`] makes one.
+#[derive(Debug)]
+pub struct NvmeBuilder {
+    path: PathBuf,
+    window: usize,
+    pool: Option<BufferPool>,
+    write: bool,
+    register_file: bool,
+    iopoll: bool,
+    op_timeout: Option<Duration>,
+    ladder: Vec<RingFlags>,
+    check_range: bool,
+}
+
+impl NvmeBuilder {
+    /// At most `window` commands at the controller at once (default
+    /// [`WINDOW_DEFAULT`](crate::WINDOW_DEFAULT)).
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Registers `pool`'s arena: its buffers are passed as fixed buffers
+    /// (`IORING_URING_CMD_FIXED`), which the kernel does not map per command. The engine
+    /// keeps a handle to the pool, so the arena outlives the registration.
+    pub fn fixed_buffers(mut self, pool: &BufferPool) -> Self {
+        self.pool = Some(pool.clone());
+        self
+    }
+
+    /// As [`NvmeBuilder::fixed_buffers`], taking the handle.
+    pub fn pool(mut self, pool: BufferPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Opens the device for writing as well (default read-only: writes complete as
+    /// [`IoError::Unsupported`](rbio_core::IoError::Unsupported)).
+    pub fn write(mut self, write: bool) -> Self {
+        self.write = write;
+        self
+    }
+
+    /// Registers the device file with the ring (default on).
+    pub fn register_file(mut self, register_file: bool) -> Self {
+        self.register_file = register_file;
+        self
+    }
+
+    /// Completions are polled for (default off). Needs a controller with poll queues (Linux's
+    /// `nvme.poll_queues`); without them every command fails with
+    /// [`IoError::Unsupported`](rbio_core::IoError::Unsupported).
+    pub fn iopoll(mut self, iopoll: bool) -> Self {
+        self.iopoll = iopoll;
+        self
+    }
+
+    /// An operation not completed `op_timeout` after its submission completes as
+    /// [`IoError::TimedOut`](rbio_core::IoError::TimedOut) (default
+    /// [`OP_TIMEOUT_DEFAULT`](crate::OP_TIMEOUT_DEFAULT)).
+    pub fn op_timeout(mut self, op_timeout: Duration) -> Self {
+        self.op_timeout = Some(op_timeout);
+        self
+    }
+
+    /// Operations never time out; only each reap's own deadline bounds the caller's wait.
+    pub fn no_op_timeout(mut self) -> Self {
+        self.op_timeout = None;
+        self
+    }
+
+    /// The task-run flag sets to try, in order (default [`RingFlags::LADDER`]).
+    pub fn flag_ladder(mut self, ladder: Vec<RingFlags>) -> Self {
+        self.ladder = ladder;
+        self
+    }
+
+    /// Whether the engine refuses operations past the namespace's end itself, with
+    /// [`IoError::OutOfRange`](rbio_core::IoError::OutOfRange) as every engine does (default
+    /// on). Off, they go to the controller, which answers with its own status (LBA out of
+    /// range, as [`IoError::Nvme`](rbio_core::IoError::Nvme)); [`NvmeEngine::device`] then
+    /// reports size 0 (unknown) and [`NvmeEngine::namespace`] keeps the size.
+    pub fn check_range(mut self, check_range: bool) -> Self {
+        self.check_range = check_range;
+        self
+    }
+
+    /// Opens and identifies the namespace, creates the ring and makes the registrations.
+    ///
+    /// # Errors
+    /// [`NvmeSetupError`]: the path is not an NVMe namespace's char device or Identify failed
+    /// or describes a format rbio cannot use; the device could not be opened; or the ring
+    /// could not be set up (including a window out of range).
+    pub fn build(self) -> Result<NvmeEngine, NvmeSetupError> {
+        if !(1..=WINDOW_MAX).contains(&self.window) {
+            return Err(NvmeSetupError::Ring(SetupError::Window {
+                window: self.window,
+                window_max: WINDOW_MAX,
+            }));
+        }
+        let (device, namespace) = self.open_device()?;
+        let fixed = self
+            .pool
+            .as_ref()
+            .map(|pool| {
+                let base_addr = pool.arena_region().0 as usize;
+                let chunk_bytes_max =
+                    registered_chunk_bytes_max(namespace.max_transfer_bytes, base_addr);
+                FixedBuffers::with_chunk_bytes_max(pool, chunk_bytes_max)
+            })
+            .transpose()?;
+        let codec = NvmeCodec {
+            target: if self.register_file {
+                FileTarget::Fixed
+            } else {
+                FileTarget::Raw(device.file().as_raw_fd())
+            },
+            namespace,
+            iopoll: self.iopoll,
+            fixed_layout: fixed.as_ref().map(FixedBuffers::layout),
+        };
+        let extra = if self.iopoll {
+            RingFlags::IOPOLL
+        } else {
+            RingFlags::NONE
+        };
+        let config = CoreConfig {
+            plan: RingPlan::for_window(self.window, extra, self.ladder),
+            device: Arc::new(device),
+            window: self.window,
+            fixed,
+            register_file: self.register_file,
+            op_timeout: self.op_timeout,
+        };
+        Ok(NvmeEngine {
+            core: Ring::new(codec, config)?,
+            namespace,
+        })
+    }
+
+    /// Checks the path, opens it and asks the namespace on the open descriptor what it is.
+    fn open_device(&self) -> Result<(Device, NvmeNamespaceInfo), NvmeSetupError> {
+        drop(check_nvme_char_device(&self.path)?);
+        let device = Device::options()
+            .write(self.write)
+            .open(&self.path)
+            .map_err(NvmeSetupError::Device)?;
+        let namespace = NvmeNamespaceInfo::query(device.as_fd())?;
+        let size_bytes = if self.check_range {
+            namespace.size_bytes()
+        } else {
+            0
+        };
+        let device = device.with_geometry(size_bytes, namespace.lba_format.lba_bytes());
+        Ok((device, namespace))
+    }
+}
+
+/// Why [`NvmeBuilder::build`] failed.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum NvmeSetupError {
+    /// The path is not a usable NVMe namespace (not a char device, not NVMe, Identify failed
+    /// or describes a format with metadata).
+    Namespace(NvmeOpenError),
+    /// The device could not be opened (for writing, when asked).
+    Device(OpenError),
+    /// The ring could not be set up.
+    Ring(SetupError),
+}
+
+impl fmt::Display for NvmeSetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NvmeSetupError::Namespace(_) => write!(f, "not a usable nvme namespace"),
+            NvmeSetupError::Device(_) => write!(f, "could not open the nvme namespace"),
+            NvmeSetupError::Ring(_) => write!(f, "could not set up the nvme passthrough ring"),
+        }
+    }
+}
+
+impl std::error::Error for NvmeSetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            NvmeSetupError::Namespace(source) => Some(source),
+            NvmeSetupError::Device(source) => Some(source),
+            NvmeSetupError::Ring(source) => Some(source),
+        }
+    }
+}
+
+impl From<NvmeOpenError> for NvmeSetupError {
+    fn from(error: NvmeOpenError) -> Self {
+        NvmeSetupError::Namespace(error)
+    }
+}
+
+impl From<SetupError> for NvmeSetupError {
+    fn from(error: SetupError) -> Self {
+        NvmeSetupError::Ring(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    fn namespace_error(path: &Path) -> NvmeOpenError {
+        match NvmeEngine::open(path).unwrap_err() {
+            NvmeSetupError::Namespace(error) => error,
+            other => panic!(
+                "{}: expected a namespace error, got {other:?}",
+                path.display()
+            ),
+        }
+    }
+
+    #[test]
+    fn refuses_a_regular_file_a_directory_and_a_missing_path() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let error = namespace_error(file.path());
+        assert!(
+            matches!(error, NvmeOpenError::IsRegularFile { .. }),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let error = namespace_error(dir.path());
+        assert!(
+            matches!(error, NvmeOpenError::IsDirectory { .. }),
+            "{error}"
+        );
+        let error = namespace_error(&dir.path().join("ng0n1"));
+        assert!(matches!(error, NvmeOpenError::NotFound { .. }), "{error}");
+    }
+
+    #[test]
+    fn refuses_dev_null_as_not_nvme() {
+        let error = NvmeEngine::builder("/dev/null")
+            .write(true)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.to_string(), "not a usable nvme namespace");
+        let source = std::error::Error::source(&error).unwrap().to_string();
+        assert_eq!(
+            source,
+            "/dev/null: not an nvme namespace (NVME_IOCTL_ID refused; use /dev/ngXnY)"
+        );
+    }
+
+    #[test]
+    fn refuses_a_loop_block_device_with_the_ng_hint() {
+        // The node is refused by its type, before it is opened, so it need not be attached.
+        let loop_device = Path::new("/dev/loop0");
+        let is_block =
+            std::fs::metadata(loop_device).is_ok_and(|m| m.file_type().is_block_device());
+        assert!(
+            is_block,
+            "this test needs the loop device node /dev/loop0 (modprobe loop)"
+        );
+        let error = namespace_error(loop_device);
+        assert!(
+            matches!(error, NvmeOpenError::IsBlockDevice { .. }),
+            "{error}"
+        );
+        assert!(error
+            .to_string()
+            .ends_with("use /dev/ngXnY, the generic char device"));
+    }
+
+    #[test]
+    fn refuses_a_window_out_of_range_before_opening() {
+        for window in [0, WINDOW_MAX + 1] {
+            let error = NvmeEngine::builder("/nonexistent/ng0n1")
+                .window(window)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(error, NvmeSetupError::Ring(SetupError::Window { .. })),
+                "{error:?}"
+            );
+        }
+    }
+}
