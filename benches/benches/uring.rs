@@ -1,0 +1,245 @@
+//! The io_uring engine against the serial engine in the same run.
+//!
+//! - `uring-direct-4k-randread`: 4 KiB random O_DIRECT reads of a 2 GiB file
+//!   (`target/rbio-bench/data-2048m.bin`, shared with the POSIX benchmark) at windows 1, 8,
+//!   32, 64, 128 and 256, with plain and with fixed (registered) buffers.
+//! - `uring-hot-4k-randread`: the same reads, buffered, on a 256 MiB file in the page cache.
+//! - `uring-null`: every operation an `IORING_OP_NOP` (`UringBuilder::null_io`): the engine's
+//!   own cost per operation; the summary gives operations per second of the thread's CPU
+//!   time (`/proc/thread-self/schedstat`, user and kernel), i.e. per core.
+//!
+//! Each group prints a summary table (ops/s, × serial) at the end. Compare with fio by hand
+//! on the same file, same depth:
+//! `fio --name=r --filename=target/rbio-bench/data-2048m.bin --ioengine=io_uring --direct=1
+//! --rw=randread --bs=4k --iodepth=N [--fixedbufs] --time_based --runtime=10`.
+#![allow(missing_docs)] // criterion_group! defines an undocumented public function.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+use rbio_benches::{data_file, print_summary, random_offsets, rate, Row};
+use rbio_core::{Buffer, BufferPool, Completion, Device, Engine, Op, SerialEngine, Wait};
+use rbio_uring::UringEngine;
+
+const DIRECT_FILE_BYTES: u64 = 2 << 30;
+const HOT_FILE_BYTES: u64 = 256 << 20;
+/// Reads per criterion iteration.
+const OP_COUNT: usize = 4096;
+/// Reads in the timed run behind each summary row.
+const SUMMARY_OP_COUNT: usize = 64 * 1024;
+/// Offsets cycled through, so that successive iterations read different blocks, as fio does.
+const OFFSET_COUNT: usize = 1 << 20;
+const WINDOWS: [usize; 6] = [1, 8, 32, 64, 128, 256];
+/// The serial engine performs one read at a time whatever the window; a larger window only
+/// spares loop round trips.
+const SERIAL_WINDOW: usize = 16;
+
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Random 4 KiB reads over one device, cycling through a long list of offsets.
+struct Workload {
+    device: Arc<Device>,
+    offsets: Vec<u64>,
+    cursor: usize,
+}
+
+impl Workload {
+    fn new(device: Device, file_bytes: u64) -> Workload {
+        Workload {
+            device: Arc::new(device),
+            offsets: random_offsets(OFFSET_COUNT, file_bytes, 4096, 7),
+            cursor: 0,
+        }
+    }
+
+    /// Keeps `buffers.len()` reads in flight until `op_count` have completed, reusing each
+    /// buffer as soon as its completion arrives; returns the count.
+    fn run(&mut self, engine: &mut dyn Engine, buffers: &mut Vec<Buffer>, op_count: usize) -> u64 {
+        let window = buffers.len();
+        let mut batch: Vec<Op> = Vec::with_capacity(window);
+        let mut completions: Vec<Completion> = Vec::with_capacity(window);
+        let (mut submitted, mut done) = (0usize, 0usize);
+        while done < op_count {
+            while submitted < op_count {
+                let Some(buffer) = buffers.pop() else { break };
+                let offset = self.offsets[self.cursor];
+                self.cursor = (self.cursor + 1) % self.offsets.len();
+                batch.push(Op::read(submitted as u64, offset, buffer));
+                submitted += 1;
+            }
+            if !batch.is_empty() {
+                engine.submit(&mut batch);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            assert!(
+                engine.reap(&mut completions, Wait::Until(deadline)) > 0,
+                "engine stalled"
+            );
+            for completion in completions.drain(..) {
+                assert_eq!(completion.result(), &Ok(4096), "{}", completion.info());
+                buffers.push(completion.into_buffer().expect("a completed read's buffer"));
+                done += 1;
+            }
+        }
+        done as u64
+    }
+
+    /// Criterion's samples, then a longer timed run for the summary row.
+    fn measure(
+        &mut self,
+        group: &mut Group<'_>,
+        name: &str,
+        engine: &mut dyn Engine,
+        pool: &BufferPool,
+    ) -> Row {
+        let mut buffers: Vec<Buffer> = std::iter::from_fn(|| pool.take()).collect();
+        group.bench_function(name, |b| {
+            b.iter(|| self.run(engine, &mut buffers, OP_COUNT))
+        });
+        let started = Instant::now();
+        let op_count = self.run(engine, &mut buffers, SUMMARY_OP_COUNT);
+        Row {
+            name: name.to_owned(),
+            ops_per_second: rate(op_count, started.elapsed()),
+        }
+    }
+}
+
+fn uring(
+    device: &Arc<Device>,
+    window: usize,
+    fixed: Option<&BufferPool>,
+    null_io: bool,
+) -> UringEngine {
+    let mut builder = UringEngine::builder(device.clone())
+        .window(window)
+        .null_io(null_io);
+    if let Some(pool) = fixed {
+        builder = builder.fixed_buffers(pool);
+    }
+    builder.build().expect("io_uring engine")
+}
+
+fn group<'a>(c: &'a mut Criterion, name: &str) -> Group<'a> {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(OP_COUNT as u64));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    group
+}
+
+fn serial_row(group: &mut Group<'_>, workload: &mut Workload) -> Row {
+    let mut serial = SerialEngine::new(workload.device.clone()).expect("serial engine");
+    let pool = BufferPool::new(4096, SERIAL_WINDOW, 4096).expect("pool");
+    workload.measure(
+        group,
+        &format!("serial window={SERIAL_WINDOW}"),
+        &mut serial,
+        &pool,
+    )
+}
+
+/// The serial engine, then the io_uring engine at every window, plain and fixed.
+fn compare(c: &mut Criterion, name: &str, workload: &mut Workload, windows: &[usize]) -> Vec<Row> {
+    let mut group = group(c, name);
+    let mut rows = vec![serial_row(&mut group, workload)];
+    for &window in windows {
+        for fixed in [false, true] {
+            let pool = BufferPool::new(4096, window, 4096).expect("pool");
+            let mut engine = uring(&workload.device, window, fixed.then_some(&pool), false);
+            let label = format!("uring window={window}{}", if fixed { " fixed" } else { "" });
+            rows.push(workload.measure(&mut group, &label, &mut engine, &pool));
+        }
+    }
+    group.finish();
+    rows
+}
+
+fn uring_direct(c: &mut Criterion) {
+    let path = data_file(DIRECT_FILE_BYTES);
+    let device = Device::options()
+        .direct(true)
+        .open(&path)
+        .expect("open the data file with O_DIRECT");
+    let mut workload = Workload::new(device, DIRECT_FILE_BYTES);
+    let rows = compare(c, "uring-direct-4k-randread", &mut workload, &WINDOWS);
+    let title = format!(
+        "4 KiB random reads, O_DIRECT, {} (2 GiB), {} cores",
+        path.display(),
+        cores()
+    );
+    print_summary(&title, &rows[0].name, rows[0].ops_per_second, &rows);
+}
+
+fn uring_hot(c: &mut Criterion) {
+    let path = data_file(HOT_FILE_BYTES);
+    let device = Device::open(&path).expect("open the data file");
+    // One sequential pass puts the whole file in the page cache.
+    std::fs::read(&path).expect("warm the page cache");
+    let mut workload = Workload::new(device, HOT_FILE_BYTES);
+    let rows = compare(c, "uring-hot-4k-randread", &mut workload, &[1, 64]);
+    let title = format!(
+        "4 KiB random reads, page cache hot, {} (256 MiB), {} cores",
+        path.display(),
+        cores()
+    );
+    print_summary(&title, &rows[0].name, rows[0].ops_per_second, &rows);
+}
+
+/// CPU time of the calling thread, user and kernel (`/proc/thread-self/schedstat`).
+fn thread_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").expect("read schedstat");
+    let nanos: u64 = stat
+        .split_whitespace()
+        .next()
+        .and_then(|field| field.parse().ok())
+        .expect("schedstat field");
+    Duration::from_nanos(nanos)
+}
+
+fn uring_null(c: &mut Criterion) {
+    let path = data_file(HOT_FILE_BYTES);
+    let mut workload = Workload::new(
+        Device::open(&path).expect("open the data file"),
+        HOT_FILE_BYTES,
+    );
+    let mut group = group(c, "uring-null");
+    let mut rows = vec![serial_row(&mut group, &mut workload)];
+    let mut per_core = Vec::new();
+    for window in [1usize, 64, 256] {
+        let pool = BufferPool::new(4096, window, 4096).expect("pool");
+        let mut engine = uring(&workload.device, window, Some(&pool), true);
+        let label = format!("uring null window={window}");
+        rows.push(workload.measure(&mut group, &label, &mut engine, &pool));
+        let mut buffers: Vec<Buffer> = std::iter::from_fn(|| pool.take()).collect();
+        let cpu_before = thread_cpu_time();
+        let op_count = workload.run(&mut engine, &mut buffers, 16 * SUMMARY_OP_COUNT);
+        let cpu = thread_cpu_time() - cpu_before;
+        per_core.push(Row {
+            name: label,
+            ops_per_second: rate(op_count, cpu),
+        });
+    }
+    group.finish();
+    print_summary(
+        "IORING_OP_NOP through the engine, wall clock",
+        &rows[0].name,
+        rows[0].ops_per_second,
+        &rows,
+    );
+    print_summary(
+        "IORING_OP_NOP through the engine, per second of this thread's CPU (one core)",
+        "5 M ops/s per core, the goal",
+        5e6,
+        &per_core,
+    );
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get())
+}
+
+criterion_group!(benches, uring_direct, uring_hot, uring_null);
+criterion_main!(benches);
