@@ -5,9 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use clap::ValueEnum;
-use rbio_core::{BufferPool, Device, Engine, SerialEngine};
+use rbio_core::{BufferPool, Device, DeviceKind, Engine, SerialEngine};
 use rbio_posix::PosixEngine;
-use rbio_uring::UringEngine;
+use rbio_uring::{NvmeEngine, UringEngine};
 
 use crate::args::EngineArgs;
 
@@ -20,7 +20,8 @@ pub enum EngineKind {
     Posix,
     /// io_uring with batched submission and a sliding window (--window, --fixed-buffers).
     Uring,
-    /// NVMe passthrough through io_uring on /dev/ngXnY (not in this build yet).
+    /// NVMe passthrough through io_uring on an NVMe namespace's char device /dev/ngXnY
+    /// (--window, --fixed-buffers).
     Nvme,
 }
 
@@ -124,7 +125,8 @@ impl EngineConfig {
     /// buffers (it must be the pool the work's buffers come from).
     ///
     /// # Errors
-    /// [`EngineError::Unavailable`] for an engine not in this build, [`EngineError::Start`]
+    /// [`EngineError::Unavailable`] for an engine that cannot run on `device` (nvme on
+    /// anything but a namespace's char device), [`EngineError::Start`]
     /// when the engine could not be set up.
     pub fn build(
         &self,
@@ -159,10 +161,26 @@ impl EngineConfig {
                     .map(|engine| Box::new(engine) as Box<dyn Engine>)
                     .map_err(|error| start(error.into()))
             }
-            EngineKind::Nvme => Err(EngineError::Unavailable {
-                engine: "nvme",
-                why: "the NVMe passthrough engine is not in this build yet",
-            }),
+            EngineKind::Nvme if device.kind() != DeviceKind::Char => {
+                Err(EngineError::Unavailable {
+                    engine: "nvme",
+                    why: "it needs an NVMe namespace's generic char device (/dev/ngXnY)",
+                })
+            }
+            EngineKind::Nvme => {
+                // The engine opens the namespace's char device itself and reads its geometry
+                // from Identify; only the path and the write mode come from `device`.
+                let mut builder = NvmeEngine::builder(device.path())
+                    .window(self.window)
+                    .write(device.is_writable());
+                if self.fixed_buffers {
+                    builder = builder.fixed_buffers(pool);
+                }
+                builder
+                    .build()
+                    .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                    .map_err(|error| start(error.into()))
+            }
         }
     }
 }
@@ -195,7 +213,7 @@ pub fn demo_set(window: usize) -> (Vec<EngineConfig>, Vec<(EngineKind, &'static 
     let mut configs = vec![EngineConfig::serial(), EngineConfig::posix(None)];
     let mut missing = vec![(
         EngineKind::Nvme,
-        "needs an NVMe generic device (/dev/ngXnY) and is not in this build yet",
+        "needs an NVMe namespace's generic char device (/dev/ngXnY), not an image file",
     )];
     if uring_usable() {
         configs.push(EngineConfig::uring(window, false));
