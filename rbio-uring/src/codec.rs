@@ -3,7 +3,7 @@
 //!
 //! The block engine ([`BlockCodec`](crate::block::BlockCodec): read, write, fsync on a file or
 //! block device, 64-byte SQEs) is one codec; NVMe passthrough (`URING_CMD` on 128-byte SQEs and
-//! 32-byte CQEs) is meant to be another. Everything else — window, retries, continuation of
+//! 32-byte CQEs, `nvme/codec.rs`) is another. Everything else — window, retries, continuation of
 //! short transfers, deadlines, readiness, fixed buffers, drop — lives in the core and is shared.
 
 use io_uring::{cqueue, squeue};
