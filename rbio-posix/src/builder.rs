@@ -20,6 +20,10 @@ pub const WORKERS_MAX: usize = 256;
 /// stalled stream.
 pub const OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
+/// The longest operation timeout: longer ones are shortened to it, so that a deadline
+/// (submission time plus timeout) can always be represented.
+pub const OP_TIMEOUT_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How many workers an engine gets when the builder is not told.
 ///
 /// - O_DIRECT, or a block device: `min(4 × cores, 16)`. Each worker keeps one request at the
@@ -69,9 +73,10 @@ impl PosixEngineBuilder {
     /// The time counts from submission, so it covers time spent queued behind other
     /// operations of the same worker: that is what bounds the wait for every operation
     /// queued to a worker that is stuck in a system call. An operation whose deadline passes
-    /// before its worker reaches it is never performed.
+    /// before its worker reaches it is never performed. Timeouts above [`OP_TIMEOUT_MAX`]
+    /// are shortened to it.
     pub fn op_timeout(mut self, op_timeout: Duration) -> PosixEngineBuilder {
-        self.op_timeout = op_timeout;
+        self.op_timeout = op_timeout.min(OP_TIMEOUT_MAX);
         self
     }
 
@@ -114,6 +119,17 @@ mod tests {
         assert_eq!(default_worker_count(&buffered), (2 * cores).min(16));
         let direct = Device::options().direct(true).open(file.path()).unwrap();
         assert_eq!(default_worker_count(&direct), (4 * cores).min(16));
+    }
+
+    #[test]
+    fn an_endless_timeout_is_shortened_to_the_maximum() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let device = Arc::new(Device::open(file.path()).unwrap());
+        let builder = PosixEngineBuilder::new(device).op_timeout(Duration::MAX);
+        assert_eq!(builder.op_timeout, OP_TIMEOUT_MAX);
+        let mut engine = builder.workers(1).build().unwrap();
+        let buffer = rbio_core::Buffer::new_aligned(512, 512).unwrap();
+        rbio_core::Engine::submit(&mut engine, &mut vec![rbio_core::Op::read(0, 0, buffer)]);
     }
 
     #[test]

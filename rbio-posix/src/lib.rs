@@ -42,7 +42,9 @@ mod partition;
 mod pool;
 mod worker;
 
-pub use builder::{default_worker_count, PosixEngineBuilder, OP_TIMEOUT_DEFAULT, WORKERS_MAX};
+pub use builder::{
+    default_worker_count, PosixEngineBuilder, OP_TIMEOUT_DEFAULT, OP_TIMEOUT_MAX, WORKERS_MAX,
+};
 pub use ledger::TimeoutStats;
 pub use pool::{PosixEngine, DROP_JOIN_TIMEOUT};
 pub use worker::WorkerStats;

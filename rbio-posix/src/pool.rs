@@ -29,6 +29,11 @@ pub const DROP_JOIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// between batches under a sliding window. Completions come back in the order they finish,
 /// tagged; the readiness fd is readable while any wait to be reaped.
 ///
+/// Operations in different ranges run concurrently and are not ordered with each other: a
+/// flush covers the writes that completed before it started, so submit it after the
+/// completions of the writes it must make durable (as with io_uring and NVMe), and do not
+/// put overlapping writes in flight together.
+///
 /// ```
 /// use std::sync::Arc;
 /// use rbio_core::{Buffer, Device, Engine, Op, Wait};
