@@ -6,6 +6,9 @@ use proptest::sample::subsequence;
 
 /// Each operation of a batch lives in its own slot of this size, so no two overlap.
 pub const SLOT_BYTES: u64 = 64 << 10;
+/// Slots past the suite's image that batches also use: out of range on a target of exactly
+/// the image's size.
+pub const SLOTS_PAST_IMAGE: u64 = 3;
 /// The largest transfer the suite asks for (fits the suite's pool buffers).
 pub const OP_BYTES_MAX: usize = 32 << 10;
 
@@ -34,7 +37,7 @@ impl PlannedOp {
 /// A batch over `slot_count` in-range slots plus a few past the end; `with_flush` adds one
 /// flush at the end of some batches.
 pub fn batch(slot_count: u64, ops_max: usize) -> impl Strategy<Value = (Vec<PlannedOp>, bool)> {
-    let slot_indexes: Vec<u64> = (0..slot_count + 3).collect();
+    let slot_indexes: Vec<u64> = (0..slot_count + SLOTS_PAST_IMAGE).collect();
     let take = ops_max.min(slot_indexes.len());
     (subsequence(slot_indexes, 0..=take), any::<bool>()).prop_flat_map(|(slots, with_flush)| {
         let ops: Vec<_> = slots.into_iter().map(planned_op).collect();
