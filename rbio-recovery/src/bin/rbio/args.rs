@@ -182,6 +182,7 @@ pub struct PrepareArgs {
     pub json: bool,
     #[command(flatten)]
     pub layout: LayoutArgs,
+    /// The engine writing the image: serial unless --engine is given.
     #[command(flatten)]
     pub engine: EngineArgs,
 }

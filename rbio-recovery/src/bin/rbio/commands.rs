@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use rbio_core::{BufferPool, Device, PAGE_BYTES};
 use rbio_recovery::{
-    inspect, open_device, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
+    inspect, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
     DevicePathPolicy, ExpectedState, InspectOptions, PrepareSpec, Report, SlotPlacement,
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
-use crate::engines::EngineConfig;
+use crate::engines::{open_device_for, EngineConfig};
 use crate::exit::{Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
@@ -20,7 +20,7 @@ use crate::render;
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     let config = EngineConfig::from_args(&args.engine);
-    let device = open_device(&args.device, args.engine.direct)?;
+    let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
     let options = BringupOptions {
         layout: args.layout.layout(),
         configured_device_path: args.device_path.clone(),
@@ -65,7 +65,7 @@ fn path_policy(ignore_device_path: bool) -> DevicePathPolicy {
 /// `rbio inspect`: reads both mirrors and prints what they hold.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
     let config = EngineConfig::from_args(&args.engine);
-    let device = open_device(&args.device, args.engine.direct)?;
+    let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
     let options = InspectOptions {
         layout: args.layout.layout(),
         configured_device_path: args.device_path.clone(),
@@ -109,9 +109,15 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
         ..PrepareSpec::new(args.layout.layout(), args.entries)
     };
     let device = create_target(&args.path, &spec, args.force, args.engine.direct)?;
+    // Serial unless asked otherwise: the final flush (an fsync of every dirty page of a large
+    // image) can outlast the other engines' operation timeout.
+    let config = match args.engine.engine {
+        None => EngineConfig::serial(),
+        Some(_) => EngineConfig::from_args(&args.engine),
+    };
     let config = EngineConfig {
         fixed_buffers: false, // the writer's buffers come from its own pool
-        ..EngineConfig::from_args(&args.engine)
+        ..config
     };
     let mut engine = config.build(&device, &tiny_pool()?)?;
     let bar = Bar::new("prepare");

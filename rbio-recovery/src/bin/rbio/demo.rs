@@ -89,8 +89,8 @@ fn prepare_image(image: &Path, entries: u64) -> Result<Prepared, Failure> {
     file.set_len(spec.required_device_bytes())
         .map_err(|error| format!("{}: cannot size: {error}", image.display()))?;
     let device = Arc::new(Device::options().write(true).open(image)?);
-    let config = EngineConfig::posix(None);
-    let mut engine = config.build(&device, &tiny_pool()?)?;
+    // Serial: its flush (fsync of every dirty page) has no operation timeout to outlast.
+    let mut engine = EngineConfig::serial().build(&device, &tiny_pool()?)?;
     let bar = Bar::new("prepare");
     let prepared = prepare(&device, &mut *engine, &spec, &mut |done, total| {
         bar.set(done, total)

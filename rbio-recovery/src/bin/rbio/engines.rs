@@ -185,6 +185,28 @@ impl EngineConfig {
     }
 }
 
+/// Opens `path` for reading with `kind`: as a plain device for most engines; for nvme through
+/// the namespace itself, so the device carries its size and LBA size from Identify (the
+/// kernel reports neither for a generic char device) and the layout can be checked against it.
+///
+/// # Errors
+/// The open error, or why the NVMe namespace could not be identified.
+pub fn open_device_for(
+    kind: EngineKind,
+    path: &std::path::Path,
+    direct: bool,
+) -> Result<Arc<Device>, crate::exit::Failure> {
+    let device = rbio_recovery::open_device(path, direct)?;
+    if kind != EngineKind::Nvme || device.kind() != DeviceKind::Char {
+        return Ok(device);
+    }
+    let probe = NvmeEngine::open(path).map_err(|error| EngineError::Start {
+        engine: "nvme",
+        source: error.into(),
+    })?;
+    Ok(probe.device().clone())
+}
+
 /// The engine used when `--engine` is not given: io_uring where the kernel allows it, else
 /// the posix pool.
 pub fn best_available() -> EngineKind {

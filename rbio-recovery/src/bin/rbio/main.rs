@@ -26,13 +26,13 @@ use crate::exit::{Exit, Failure, EXIT_USAGE};
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => {
+            let _ = error.print(); // --help, --version
+            return ExitCode::SUCCESS;
+        }
         Err(error) => {
-            let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::from(EXIT_USAGE)
-            } else {
-                ExitCode::SUCCESS // --help, --version
-            };
+            eprintln!("rbio: {}", usage_line(&error));
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match run(&cli.command) {
@@ -49,4 +49,16 @@ fn run(command: &Command) -> Result<Exit, Failure> {
         Command::Inspect(args) => commands::inspect_device(args),
         Command::Bench(args) => bench::bench(args),
     }
+}
+
+/// A clap error as one line: its first paragraph (`error: ...` and any list under it), joined,
+/// and where to look for help.
+fn usage_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    format!("{} (see rbio --help)", paragraph.join(" "))
 }

@@ -32,8 +32,17 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The table as text: the first column left-aligned, columns of numbers right-aligned.
+    /// The table as text: columns of numbers (every cell starts with a digit, or is `-`)
+    /// right-aligned, the others left-aligned.
     pub fn render(&self) -> String {
+        let numeric: Vec<bool> = (0..self.headers.len())
+            .map(|column| {
+                self.rows.iter().all(|row| {
+                    let cell = &row[column];
+                    cell == "-" || cell.starts_with(|c: char| c.is_ascii_digit() || c == '+')
+                })
+            })
+            .collect();
         let widths: Vec<usize> = (0..self.headers.len())
             .map(|column| {
                 let cells = self.rows.iter().map(|row| row[column].chars().count());
@@ -45,7 +54,7 @@ impl Table {
             for (column, cell) in cells.iter().enumerate() {
                 let width = widths[column];
                 let separator = if column == 0 { "" } else { "  " };
-                if column == 0 {
+                if !numeric[column] || column == 0 {
                     let _ = write!(out, "{separator}{cell:<width$}");
                 } else {
                     let _ = write!(out, "{separator}{cell:>width$}");

@@ -64,7 +64,8 @@ pub fn ensure(dir: &Path, entries: u64) -> Result<Image, Failure> {
     file.set_len(spec.required_device_bytes())
         .map_err(|error| format!("{}: cannot size: {error}", path.display()))?;
     let device = Arc::new(Device::options().write(true).open(&path)?);
-    let mut engine = EngineConfig::posix(None).build(&device, &tiny_pool()?)?;
+    // Serial: its flush (fsync of every dirty page) has no operation timeout to outlast.
+    let mut engine = EngineConfig::serial().build(&device, &tiny_pool()?)?;
     let bar = Bar::new("prepare");
     prepare(&device, &mut *engine, &spec, &mut |done, total| {
         bar.set(done, total)

@@ -1,0 +1,273 @@
+//! The `rbio` command as a user meets it: the built binary run as a child process. The demo
+//! works and lists the engines; bringup of the LMCache c1000 fixture reports what its manifest
+//! says, as JSON; bad input of every kind gives one readable line on stderr, a documented exit
+//! code and no panic; `bench --baseline` flags a regression.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn rbio(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rbio"))
+        .args(args)
+        .output()
+        .expect("run the rbio binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The fixture's layout flags (64 KiB slots, 4 MiB metadata) and the image, copied elsewhere.
+const FIXTURE_LAYOUT: [&str; 4] = ["--slot-bytes", "65536", "--meta-total-bytes", "4194304"];
+
+/// Asserts a failure with `code` and exactly one non-empty stderr line holding `needle`, and
+/// no sign of a panic.
+fn assert_one_line_failure(output: &Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    let lines: Vec<&str> = err.lines().filter(|line| !line.trim().is_empty()).collect();
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(lines.len(), 1, "one line expected, got: {err}");
+    assert!(lines[0].starts_with("rbio: "), "{err}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn demo_brings_up_with_every_engine_and_finds_the_damage() {
+    let output = rbio(&["demo", "--entries", "3000"]);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{out}\n{}", stderr(&output));
+    for engine in ["serial", "posix", "uring q=128", "uring q=128 fixed"] {
+        assert!(
+            out.lines().any(|line| line.starts_with(engine)),
+            "{engine} missing:\n{out}"
+        );
+    }
+    assert!(
+        out.contains("every engine found exactly those 5 stale"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bringup_of_the_lmcache_fixture_reports_its_manifest_as_json() {
+    let (_dir, image, manifest) = common::unpack_fixture("c1000");
+    let image = image.to_str().unwrap();
+    let mut args = vec![
+        "bringup",
+        image,
+        "--json",
+        "--entries",
+        "--ignore-device-path",
+    ];
+    args.extend(FIXTURE_LAYOUT);
+    let output = rbio(&args);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    let counts = &report["counts"];
+    assert_eq!(counts["kept"], 985);
+    assert_eq!(counts["stale"], 10);
+    assert_eq!(counts["unreadable"], 0);
+    assert_eq!(counts["rejected"], 0);
+    assert_eq!(report["checkpoint"]["mirror"], 1);
+    assert_eq!(report["checkpoint"]["seq"], 2);
+    assert!(report["phases"]["validate"].is_f64());
+    let entries = report["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 995);
+    for key in manifest["keys"].as_array().unwrap() {
+        let encoded = key["encoded"].as_str().unwrap();
+        let entry = entries.iter().find(|entry| entry["key"] == encoded);
+        match key["expected"].as_str().unwrap() {
+            "present" => {
+                let entry = entry.unwrap_or_else(|| panic!("{encoded} missing"));
+                assert_eq!(entry["state"], "kept", "{encoded}");
+                assert_eq!(entry["offset"], key["offset"], "{encoded}");
+                assert_eq!(entry["size"], key["payload_len"], "{encoded}");
+                assert!(entry["reason"].is_null(), "{encoded}");
+            }
+            "dropped" => {
+                let entry = entry.unwrap_or_else(|| panic!("{encoded} missing"));
+                assert_eq!(entry["state"], "stale", "{encoded}");
+                assert!(entry["reason"].as_str().is_some_and(|r| !r.is_empty()));
+            }
+            _ => assert!(entry.is_none(), "deleted {encoded} listed"),
+        }
+    }
+}
+
+#[test]
+fn bringup_text_and_inspect_describe_the_fixture() {
+    let (_dir, image, _manifest) = common::unpack_fixture("c1000");
+    let image = image.to_str().unwrap();
+    let mut args = vec![
+        "bringup",
+        image,
+        "--ignore-device-path",
+        "--engine",
+        "serial",
+    ];
+    args.extend(FIXTURE_LAYOUT);
+    let output = rbio(&args);
+    let out = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(out.contains("985 kept, 10 stale"), "{out}");
+
+    let mut args = vec!["inspect", image, "--json", "--ignore-device-path"];
+    args.extend(FIXTURE_LAYOUT);
+    let output = rbio(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let inspection: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(inspection["checkpoint"]["seq"], 2);
+    assert_eq!(inspection["mirrors"][1]["crc_ok"], true);
+    assert_eq!(inspection["counts"]["in_checkpoint"], 995);
+}
+
+#[test]
+fn a_checkpoint_for_another_device_path_exits_4() {
+    let (_dir, image, _manifest) = common::unpack_fixture("c1000");
+    let mut args = vec!["bringup", image.to_str().unwrap()];
+    args.extend(FIXTURE_LAYOUT);
+    let output = rbio(&args);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(stdout(&output).contains("checkpoint ignored"));
+}
+
+#[test]
+fn bad_devices_give_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().to_str().unwrap();
+    let output = rbio(&["bringup", dir_path]);
+    assert_one_line_failure(&output, 2, "is a directory");
+
+    let missing = dir.path().join("absent.img");
+    let output = rbio(&["bringup", missing.to_str().unwrap()]);
+    assert_one_line_failure(&output, 2, "no such file");
+
+    let output = rbio(&["bringup", "/dev/null"]);
+    assert_one_line_failure(&output, 2, "layout does not fit");
+
+    let small = dir.path().join("small.img");
+    std::fs::write(&small, vec![0u8; 1 << 20]).unwrap();
+    let output = rbio(&["bringup", small.to_str().unwrap()]);
+    assert_one_line_failure(&output, 2, "layout does not fit");
+
+    let output = rbio(&["inspect", small.to_str().unwrap(), "--block-align", "3000"]);
+    assert_one_line_failure(&output, 2, "3000");
+}
+
+#[test]
+fn bad_flags_give_one_line_and_exit_1() {
+    let output = rbio(&["bringup", "/dev/null", "--window", "many"]);
+    assert_one_line_failure(&output, 1, "--window");
+    let output = rbio(&["bringup", "/dev/null", "--no-such-flag"]);
+    assert_one_line_failure(&output, 1, "--no-such-flag");
+    let output = rbio(&["prepare", "/tmp/x.img"]);
+    assert_one_line_failure(&output, 1, "--entries");
+    let output = rbio(&["bringup", "/dev/null", "--meta-magic", "SHORT"]);
+    assert_one_line_failure(&output, 1, "8");
+    let output = rbio(&["prepare", "/dev/null", "--entries", "10"]);
+    assert_one_line_failure(&output, 1, "--force");
+    let output = rbio(&["frobnicate"]);
+    assert_one_line_failure(&output, 1, "frobnicate");
+}
+
+#[test]
+fn help_documents_the_exit_codes() {
+    let output = rbio(&["--help"]);
+    assert!(output.status.success());
+    let out = stdout(&output);
+    for code in [
+        "0  success",
+        "2  device",
+        "3  bringup",
+        "4  bringup",
+        "5  bench",
+    ] {
+        assert!(out.contains(code), "{code:?} missing from --help:\n{out}");
+    }
+    let output = rbio(&["bringup", "--help"]);
+    assert!(stdout(&output).contains("--meta-total-bytes <BYTES>"));
+}
+
+#[test]
+fn prepare_then_bringup_finds_the_damage_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("p.img");
+    let image = image.to_str().unwrap();
+    let layout = ["--slot-bytes", "64K", "--meta-total-bytes", "4M"];
+    let mut args = vec![
+        "prepare",
+        image,
+        "--entries",
+        "500",
+        "--damage",
+        "7:bad_magic",
+    ];
+    args.extend(layout);
+    let output = rbio(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("damaged entry 7"),
+        "{}",
+        stdout(&output)
+    );
+    let mut args = vec!["bringup", image, "--json"];
+    args.extend(layout);
+    let report: Value = serde_json::from_slice(&rbio(&args).stdout).unwrap();
+    assert_eq!(report["counts"]["kept"], 499);
+    assert_eq!(report["counts"]["stale"], 1);
+    assert_eq!(report["entries"][0]["reason_code"], "bad_magic");
+}
+
+#[test]
+fn bench_baseline_flags_a_regression_and_exits_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (images, result) = (path("images"), path("result.json"));
+    let quick = [
+        "bench",
+        "--quick",
+        "--no-fio",
+        "--entries",
+        "300",
+        "--dir",
+        &images,
+    ];
+    let mut args = quick.to_vec();
+    args.extend(["--json", &result]);
+    let output = rbio(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("× serial"), "{}", stdout(&output));
+
+    // A baseline where every engine was a hundred times faster than serial: now each row
+    // has fallen far below it.
+    let mut doctored: Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+    for row in doctored["rows"].as_array_mut().unwrap() {
+        row["speedup_vs_serial"] = 100.0.into();
+    }
+    let baseline = path("baseline.json");
+    std::fs::write(&baseline, doctored.to_string()).unwrap();
+    let mut args = quick.to_vec();
+    args.extend(["--baseline", &baseline]);
+    let output = rbio(&args);
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(stdout(&output).contains("REGRESSED"), "{}", stdout(&output));
+
+    // The run compared with its own saved result passes, with a margin for noise.
+    let mut args = quick.to_vec();
+    args.extend(["--baseline", &result, "--margin", "95"]);
+    let output = rbio(&args);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    assert!(Path::new(&result).exists());
+}
