@@ -197,7 +197,7 @@ fn print_text(
         "unreadable",
         "bringup",
         "validate",
-        "x serial",
+        "× serial",
     ]);
     for run in runs {
         let report = &run.recovered.report;
