@@ -2,13 +2,13 @@
 //! side-by-side partner of `fio --ioengine=io_uring --rw=randread --bs=4k --iodepth=N`.
 //!
 //! `cargo run --release -p rbio-uring --example randread -- FILE WINDOW [fixed] [buffered]
-//! [SECONDS]`
+//! [coop|plain] [SECONDS]` (`coop`, `plain`: start the flag ladder there).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rbio_core::{Buffer, BufferPool, Completion, Device, Engine, Op, Wait};
-use rbio_uring::UringEngine;
+use rbio_uring::{RingFlags, UringEngine};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,7 +25,15 @@ fn main() {
     let device = Arc::new(Device::options().direct(direct).open(path).expect("open"));
     let blocks = device.size_bytes() / 4096;
     let pool = BufferPool::new(4096, window, 4096).expect("pool");
-    let mut builder = UringEngine::builder(device).window(window);
+    let ladder_start = if args.iter().any(|a| a == "plain") {
+        2
+    } else {
+        usize::from(args.iter().any(|a| a == "coop"))
+    };
+    let ladder = RingFlags::LADDER[ladder_start..].to_vec();
+    let mut builder = UringEngine::builder(device)
+        .window(window)
+        .flag_ladder(ladder);
     if fixed {
         builder = builder.fixed_buffers(&pool);
     }

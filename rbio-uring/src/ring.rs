@@ -183,3 +183,144 @@ impl<C: Codec> Ring<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    use io_uring::{cqueue, squeue};
+    use rbio_core::{Buffer, Errno, IoError, Wait};
+
+    use super::*;
+    use crate::block::{BlockCodec, FileTarget};
+    use crate::codec::{Outcome, Piece, PieceRequest};
+    use crate::flags::RingFlags;
+    use crate::reap::BUSY_RETRIES_MAX;
+
+    /// A second codec over the same core: block I/O, except that it cannot encode a piece at
+    /// offset 4096, and that it replaces the outcome of the next CQEs by a script, as if the
+    /// kernel had said so.
+    struct Scripted {
+        block: BlockCodec,
+        script: RefCell<VecDeque<Outcome>>,
+    }
+
+    impl Codec for Scripted {
+        type Sqe = squeue::Entry;
+        type Cqe = cqueue::Entry;
+        const NAME: &'static str = "scripted";
+        const PASSTHROUGH: bool = false;
+
+        fn prepare(&self, request: &PieceRequest) -> Result<Piece<squeue::Entry>, IoError> {
+            if request.offset_bytes == 4096 {
+                return Err(IoError::Unsupported {
+                    what: "offset 4096",
+                });
+            }
+            self.block.prepare(request)
+        }
+
+        fn outcome(&self, cqe: &cqueue::Entry, piece_bytes: usize) -> Outcome {
+            let real = self.block.outcome(cqe, piece_bytes);
+            self.script.borrow_mut().pop_front().unwrap_or(real)
+        }
+    }
+
+    fn core(window: usize, script: Vec<Outcome>) -> (tempfile::NamedTempFile, Ring<Scripted>) {
+        let image = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(image.path(), vec![5u8; 1 << 16]).unwrap();
+        let device = Arc::new(Device::open(image.path()).unwrap());
+        let codec = Scripted {
+            block: BlockCodec {
+                target: FileTarget::Fixed,
+                iopoll: false,
+                null_io: false,
+            },
+            script: RefCell::new(script.into()),
+        };
+        let config = CoreConfig {
+            device,
+            window,
+            plan: RingPlan::for_window(window, RingFlags::NONE, RingFlags::LADDER.to_vec()),
+            fixed: None,
+            register_file: true,
+            op_timeout: Some(Duration::from_secs(5)),
+        };
+        (image, Ring::new(codec, config).unwrap())
+    }
+
+    fn run(ring: &mut Ring<Scripted>, mut ops: Vec<Op>) -> Vec<Completion> {
+        let count = ops.len();
+        ring.submit(&mut ops);
+        let mut completions = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while completions.len() < count && Instant::now() < deadline {
+            ring.reap(&mut completions, Wait::Until(deadline));
+        }
+        completions.sort_by_key(Completion::tag);
+        assert_eq!(completions.len(), count);
+        assert_eq!((ring.pending_count(), ring.cqe_owed()), (0, 0));
+        completions
+    }
+
+    fn read(tag: u64, offset_bytes: u64) -> Op {
+        Op::read(tag, offset_bytes, Buffer::new_aligned(4096, 4096).unwrap())
+    }
+
+    #[test]
+    fn an_op_the_codec_cannot_encode_fails_alone() {
+        let (_image, mut ring) = core(2, vec![]);
+        let completions = run(&mut ring, (0..8u64).map(|i| read(i, i * 4096)).collect());
+        let refused = Err(IoError::Unsupported {
+            what: "offset 4096",
+        });
+        assert_eq!(completions[1].result(), &refused);
+        assert!(completions[1].buffer().is_some());
+        for (index, completion) in completions.iter().enumerate().filter(|(i, _)| *i != 1) {
+            assert_eq!(completion.result(), &Ok(4096), "op {index}");
+            assert_eq!(completion.data(), &[5u8; 4096][..]);
+        }
+    }
+
+    #[test]
+    fn transient_errors_are_resubmitted_inside_the_engine() {
+        let script = [Errno::EINTR, Errno::EAGAIN, Errno::EBUSY].map(Outcome::Errno);
+        let (_image, mut ring) = core(1, script.to_vec());
+        let completions = run(&mut ring, vec![read(0, 0)]);
+        assert_eq!(completions[0].result(), &Ok(4096));
+        let stats = ring.stats;
+        assert_eq!((stats.eintr_retry_count, stats.busy_retry_count), (1, 2));
+        assert_eq!(stats.sqe_count, 4, "one submission and three resubmissions");
+    }
+
+    #[test]
+    fn a_transient_error_past_its_bound_is_reported_with_the_buffer() {
+        let script = vec![Outcome::Errno(Errno::EAGAIN); BUSY_RETRIES_MAX as usize + 1];
+        let (_image, mut ring) = core(1, script);
+        let completions = run(&mut ring, vec![read(0, 0), read(1, 8192)]);
+        assert_eq!(completions[0].result(), &Err(IoError::Os(Errno::EAGAIN)));
+        assert!(completions[0].buffer().is_some());
+        assert_eq!(
+            completions[1].result(),
+            &Ok(4096),
+            "the next op is untouched"
+        );
+    }
+
+    #[test]
+    fn short_pieces_continue_and_a_piece_of_nothing_ends_the_op() {
+        let script = vec![Outcome::Moved(100), Outcome::Moved(1000), Outcome::Moved(0)];
+        let (_image, mut ring) = core(1, script);
+        let completions = run(&mut ring, vec![read(0, 0), read(1, 8192)]);
+        let short = Err(IoError::ShortTransfer {
+            done_bytes: 1100,
+            len_bytes: 4096,
+        });
+        assert_eq!(completions[0].result(), &short);
+        assert_eq!(completions[0].data(), &[5u8; 1100][..]);
+        assert_eq!(completions[1].result(), &Ok(4096));
+        assert_eq!(ring.stats.continuation_count, 2);
+    }
+}
