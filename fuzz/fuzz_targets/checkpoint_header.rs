@@ -6,8 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use rbio_recovery::{
-    crc32, encode_mirror, CheckpointHeader, CheckpointHeaderError, Layout,
-    CHECKPOINT_HEADER_BYTES,
+    crc32, encode_mirror, CheckpointHeader, CheckpointHeaderError, Layout, CHECKPOINT_HEADER_BYTES,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -54,6 +53,9 @@ fuzz_target!(|data: &[u8]| {
             .check_payload(&write.payload_blocks)
             .expect("its own payload");
         assert_eq!(payload, payload_read);
-        assert_eq!(write.payload_blocks.len() as u64 % geometry.block_align(), 0);
+        assert_eq!(
+            write.payload_blocks.len() as u64 % geometry.block_align(),
+            0
+        );
     }
 });
