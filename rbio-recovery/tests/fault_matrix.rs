@@ -189,6 +189,9 @@ enum Expect {
     Oracle,
     /// Bringup refuses with this error, not an empty index.
     Error(&'static str),
+    /// The newest mirror cannot be read: the older checkpoint (seq 1, half the entries) is
+    /// used, and a warning says a newer one may have been there.
+    OlderCheckpoint,
 }
 
 fn cases(baseline: &Recovered, geometry_meta_bytes: u64) -> Vec<Case> {
@@ -253,6 +256,13 @@ fn cases(baseline: &Recovered, geometry_meta_bytes: u64) -> Vec<Case> {
             plan: FaultPlan::new(4).with(FaultTarget::All, eio.clone()),
             keep_unreadable: true,
             expect: Expect::Error("CheckpointUnreadable"),
+        },
+        Case {
+            name: "EIO on the newest mirror",
+            plan: FaultPlan::new(12)
+                .with(FaultTarget::Offset(geometry_meta_bytes / 2), eio.clone()),
+            keep_unreadable: true,
+            expect: Expect::OlderCheckpoint,
         },
         oracle(
             "short transfers",
@@ -487,6 +497,22 @@ fn run_case(fixture: &Fixture, case: &Case, shrink_to: Option<u64>) -> String {
                 "{}: not what the oracle says",
                 case.name
             );
+        }
+        (Expect::OlderCheckpoint, Ok(recovered)) => {
+            check_invariants(case.name, recovered, case.keep_unreadable);
+            let report = &recovered.report;
+            assert_eq!(report.checkpoint.map(|c| c.seq), Some(1), "{}", case.name);
+            assert_eq!(
+                report.counts.in_checkpoint,
+                ENTRY_COUNT / 2,
+                "{}",
+                case.name
+            );
+            let warned = report
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("mirror 1 unreadable"));
+            assert!(warned, "{}: {:?}", case.name, report.warnings);
         }
         (Expect::Error(kind), Err(error)) => {
             assert!(error.starts_with(kind), "{}: {error}", case.name)
