@@ -15,6 +15,12 @@ use std::time::{Duration, Instant};
 
 use rbio_core::{Completion, IoError, OpInfo, Readiness, Wait};
 
+/// The longest a finished operation waits, unannounced, while a reaper is blocked in
+/// [`reap`](rbio_core::Engine::reap): workers wake the reaper once per batch of completions
+/// rather than once each, and the reaper sleeps at most this long at a time while such a
+/// deferred wake is possible.
+pub const ANNOUNCE_LATENCY_MAX: Duration = Duration::from_millis(1);
+
 /// What the ledger remembers of an operation between submission and completion.
 #[derive(Clone, Copy, Debug)]
 struct Ticket {
@@ -30,6 +36,8 @@ struct LedgerState {
     next_id: u64,
     signalled: bool,
     reaper_waiting: bool,
+    /// Completions wait in `done` for a blocked reaper that was not woken for them yet.
+    wake_deferred: bool,
     timer_idle: bool,
     stopping: bool,
     timed_out_count: u64,
@@ -134,13 +142,32 @@ impl Ledger {
     /// Completes the operation `id` with `completion`, unless its deadline or the clean-up of
     /// its worker already did. Returns the completion when it came too late, for the caller
     /// to drop outside the lock.
-    pub(crate) fn finish(&self, id: u64, completion: Completion) -> Option<Completion> {
+    ///
+    /// A reaper blocked in `reap` is woken once per batch of completions, not once for each:
+    /// while the finishing worker has more operations queued (so it is not about to idle)
+    /// and fewer than half of the outstanding operations are done, the wake is deferred.
+    /// Each wake costs both threads a context switch, which on a busy machine is more CPU
+    /// than the `pread` itself; the deferral is bounded by the worker's next completion, by
+    /// the half-way mark, by any worker running out of work, and by the reaper's own naps
+    /// ([`ANNOUNCE_LATENCY_MAX`]), so a completion never waits behind a stuck operation.
+    pub(crate) fn finish(
+        &self,
+        id: u64,
+        completion: Completion,
+        more_queued: bool,
+    ) -> Option<Completion> {
         let mut state = self.lock();
         if state.in_flight.remove(&id).is_none() {
             state.late_count += 1;
             return Some(completion);
         }
-        let wake_reaper = self.push_done(&mut state, completion);
+        let mut wake_reaper = self.push_done(&mut state, completion);
+        let done_count = state.done.len();
+        let outstanding_count = done_count + state.in_flight.len();
+        if wake_reaper && more_queued && 2 * done_count < outstanding_count {
+            state.wake_deferred = true;
+            wake_reaper = false;
+        }
         drop(state);
         if wake_reaper {
             self.completed.notify_one();
@@ -175,19 +202,29 @@ impl Ledger {
     pub(crate) fn reap(&self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
         let mut state = self.lock();
         if let Wait::Until(deadline) = wait {
-            while state.done.is_empty() {
+            while state.done.is_empty() || state.wake_deferred {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
+                // A worker defers a wake only while another of its operations is queued, so
+                // with fewer than two in flight the reaper can sleep until its deadline.
+                let nap = match state.in_flight.len() {
+                    0 | 1 => deadline - now,
+                    _ => (deadline - now).min(ANNOUNCE_LATENCY_MAX),
+                };
                 state.reaper_waiting = true;
-                state = self
+                let (woken, nap_result) = self
                     .completed
-                    .wait_timeout(state, deadline - now)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .0;
+                    .wait_timeout(state, nap)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                state = woken;
                 state.reaper_waiting = false;
+                if nap_result.timed_out() && !state.done.is_empty() {
+                    break;
+                }
             }
+            state.wake_deferred = false;
         }
         let reaped_count = state.done.len();
         completions.append(&mut state.done);
@@ -278,6 +315,7 @@ impl Ledger {
     fn push_done(&self, state: &mut LedgerState, completion: Completion) -> bool {
         state.done.push(completion);
         if state.reaper_waiting {
+            state.wake_deferred = false;
             return true;
         }
         if !state.signalled {
@@ -314,7 +352,7 @@ mod tests {
 
         let late = Completion::new(read_info(7), Ok(512), None);
         assert!(
-            ledger.finish(id, late).is_some(),
+            ledger.finish(id, late, false).is_some(),
             "late result must be handed back"
         );
         let mut completions = Vec::new();
@@ -339,7 +377,7 @@ mod tests {
         let id = ledger.register([(read_info(1), 0)].into_iter(), Vec::new());
         assert!(!rbio_core::poll_readable(ledger.as_fd(), 0));
         assert!(ledger
-            .finish(id, Completion::new(read_info(1), Ok(512), None))
+            .finish(id, Completion::new(read_info(1), Ok(512), None), false)
             .is_none());
         assert!(rbio_core::poll_readable(ledger.as_fd(), 0));
         let mut completions = Vec::new();
@@ -360,7 +398,11 @@ mod tests {
         let tags: Vec<u64> = completions.iter().map(|c| c.tag()).collect();
         assert_eq!(tags, [0, 2]);
         assert!(ledger
-            .finish(first + 1, Completion::new(read_info(1), Ok(512), None))
+            .finish(
+                first + 1,
+                Completion::new(read_info(1), Ok(512), None),
+                false
+            )
             .is_none());
     }
 }

@@ -45,6 +45,6 @@ mod worker;
 pub use builder::{
     default_worker_count, PosixEngineBuilder, OP_TIMEOUT_DEFAULT, OP_TIMEOUT_MAX, WORKERS_MAX,
 };
-pub use ledger::TimeoutStats;
+pub use ledger::{TimeoutStats, ANNOUNCE_LATENCY_MAX};
 pub use pool::{PosixEngine, DROP_JOIN_TIMEOUT};
 pub use worker::WorkerStats;

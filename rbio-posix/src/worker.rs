@@ -257,9 +257,10 @@ impl Worker {
         });
         self.queue.performed_count.fetch_add(1, Ordering::Relaxed);
         self.queue.queued_count.fetch_sub(1, Ordering::Relaxed);
+        let more_queued = self.queue.queued_count() > 0;
         // A late completion is dropped here, outside the ledger's lock: only now, with the
         // system call returned, does its buffer go back to the pool.
-        drop(self.ledger.finish(id, op.complete(result)));
+        drop(self.ledger.finish(id, op.complete(result), more_queued));
     }
 }
 
