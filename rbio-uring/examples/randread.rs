@@ -2,7 +2,8 @@
 //! side-by-side partner of `fio --ioengine=io_uring --rw=randread --bs=4k --iodepth=N`.
 //!
 //! `cargo run --release -p rbio-uring --example randread -- FILE WINDOW [fixed] [buffered]
-//! [coop|plain] [SECONDS]` (`coop`, `plain`: start the flag ladder there).
+//! [coop|plain] [sqes=N] [SECONDS]` (`coop`, `plain`: start the flag ladder there; `sqes=N`:
+//! at most N SQEs per `io_uring_enter`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,9 +32,14 @@ fn main() {
         usize::from(args.iter().any(|a| a == "coop"))
     };
     let ladder = RingFlags::LADDER[ladder_start..].to_vec();
+    let sqes_per_enter = args
+        .iter()
+        .find_map(|a| a.strip_prefix("sqes=")?.parse().ok())
+        .unwrap_or(usize::MAX);
     let mut builder = UringEngine::builder(device)
         .window(window)
-        .flag_ladder(ladder);
+        .flag_ladder(ladder)
+        .sqes_per_enter(sqes_per_enter);
     if fixed {
         builder = builder.fixed_buffers(&pool);
     }
@@ -63,7 +69,8 @@ fn main() {
     }
     let iops = done as f64 / started.elapsed().as_secs_f64();
     println!(
-        "rbio-uring window={window} fixed={fixed} direct={direct}: {iops:.0} IOPS ({})",
+        "rbio-uring window={window} fixed={fixed} direct={direct} sqes/enter={sqes_per_enter}: \
+         {iops:.0} IOPS ({})",
         engine.flags()
     );
 }

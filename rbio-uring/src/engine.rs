@@ -61,6 +61,7 @@ impl UringEngine {
             op_timeout: Some(OP_TIMEOUT_DEFAULT),
             ladder: RingFlags::LADDER.to_vec(),
             null_io: false,
+            sqes_per_enter_max: usize::MAX,
         }
     }
 
@@ -124,6 +125,7 @@ pub struct UringBuilder {
     op_timeout: Option<Duration>,
     ladder: Vec<RingFlags>,
     null_io: bool,
+    sqes_per_enter_max: usize,
 }
 
 impl UringBuilder {
@@ -187,6 +189,18 @@ impl UringBuilder {
         self
     }
 
+    /// Hands SQEs to the kernel at most `sqes_per_enter_max` per `io_uring_enter` (at least 1;
+    /// default: no limit, one enter per batch or refill).
+    ///
+    /// The kernel plugs a multi-SQE submission: no request of it reaches the device before the
+    /// last one is prepared. Where preparing a request is slow (about 3.5 µs per O_DIRECT read
+    /// on a virtualized disk) that holds the first requests back; smaller submissions trade
+    /// system calls for earlier dispatch. Leave the default on real NVMe.
+    pub fn sqes_per_enter(mut self, sqes_per_enter_max: usize) -> Self {
+        self.sqes_per_enter_max = sqes_per_enter_max.max(1);
+        self
+    }
+
     /// Performs every operation as `IORING_OP_NOP`, reporting its full length and moving no
     /// data, like fio's null engine: measures the engine's own cost per operation. Never use
     /// it for real I/O.
@@ -232,8 +246,8 @@ impl UringBuilder {
             register_file: self.register_file,
             op_timeout: self.op_timeout,
         };
-        Ok(UringEngine {
-            core: Ring::new(codec, config)?,
-        })
+        let mut core = Ring::new(codec, config)?;
+        core.sqes_per_enter_max = self.sqes_per_enter_max;
+        Ok(UringEngine { core })
     }
 }

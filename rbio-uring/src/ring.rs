@@ -63,6 +63,8 @@ pub(crate) struct Ring<C: Codec> {
     /// Reused buffer of CQEs copied out of the ring.
     pub(crate) scratch: Vec<C::Cqe>,
     pub(crate) window: usize,
+    /// The most SQEs one `io_uring_enter` hands to the kernel while refilling (default: all).
+    pub(crate) sqes_per_enter_max: usize,
     /// Slots `InKernel` or `Zombie`.
     pub(crate) in_kernel_count: usize,
     pub(crate) zombie_count: usize,
@@ -118,6 +120,7 @@ impl<C: Codec> Ring<C> {
             deadlines: Deadlines::new(config.op_timeout),
             scratch: Vec::with_capacity(report.cq_entries as usize),
             window: config.window,
+            sqes_per_enter_max: usize::MAX,
             in_kernel_count: 0,
             zombie_count: 0,
             cancel_count: 0,

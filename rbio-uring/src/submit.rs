@@ -13,15 +13,27 @@ use crate::slot::{user_data, SlotState, CANCEL_USER_DATA};
 const SUBMIT_EINTR_MAX: u32 = 16;
 
 impl<C: Codec> Ring<C> {
-    /// Pushes SQEs for waiting operations until the window or the SQ is full. Operations that
-    /// cannot be encoded, or need no kernel call, complete into `ready`.
+    /// Pushes SQEs for waiting operations until the window or the SQ is full, handing them to
+    /// the kernel every `sqes_per_enter_max` SQEs (the rest wait for the caller's next enter).
+    /// Operations that cannot be encoded, or need no kernel call, complete into `ready`.
     pub(crate) fn refill(&mut self) {
         if let Some(error) = self.broken.clone() {
             self.fail_waiting(error);
             return;
         }
+        while self.push_waiting(self.sqes_per_enter_max) {
+            self.submit_pushed();
+        }
+    }
+
+    /// Pushes at most `limit` SQEs; `true` if it stopped at the limit.
+    fn push_waiting(&mut self, limit: usize) -> bool {
+        let mut pushed_count = 0;
         let mut sq = self.ring.submission();
         while self.in_kernel_count < self.window && !sq.is_full() {
+            if pushed_count == limit {
+                return true;
+            }
             let Some((key, generation)) = self.waiting.pop_front() else {
                 break;
             };
@@ -59,8 +71,10 @@ impl<C: Codec> Ring<C> {
             slot.piece_bytes = piece.len_bytes;
             self.in_kernel_count += 1;
             self.stats.sqe_count += 1;
+            pushed_count += 1;
         }
         debug_assert!(self.in_kernel_count <= self.window);
+        false
     }
 
     /// Pushes a cancel for the SQE with `target` user data; `false` if the SQ is full.

@@ -149,3 +149,28 @@ fn a_file_that_shrank_gives_short_transfers_like_the_serial_engine() {
         assert_eq!(got.data(), want.data());
     }
 }
+
+#[test]
+fn a_limit_on_sqes_per_enter_splits_the_submission() {
+    let image = pattern_image(IMAGE_BYTES);
+    let device = open(image.path(), true, false);
+    let mut engine = UringEngine::builder(device)
+        .window(64)
+        .sqes_per_enter(4)
+        .build()
+        .unwrap();
+    let ops: Vec<Op> = (0..64u64)
+        .map(|i| Op::read(i, i * 4096, Buffer::new_aligned(4096, 4096).unwrap()))
+        .collect();
+    let mut batch = ops;
+    let before = engine.stats();
+    engine.submit(&mut batch);
+    let after = engine.stats();
+    assert_eq!(after.enter_count - before.enter_count, 16, "{after:?}");
+    let mut completions = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while completions.len() < 64 {
+        engine.reap(&mut completions, Wait::Until(deadline));
+    }
+    check_reads(&completions);
+}
