@@ -2,7 +2,8 @@
 //!
 //! - `uring-direct-4k-randread`: 4 KiB random O_DIRECT reads of a 2 GiB file
 //!   (`target/rbio-bench/data-2048m.bin`, shared with the POSIX benchmark) at windows 1, 8,
-//!   32, 64, 128 and 256, with plain and with fixed (registered) buffers.
+//!   32, 64, 128 and 256, with plain and with fixed (registered) buffers, and with fixed
+//!   buffers handed to the kernel one SQE per `io_uring_enter` (`sqes_per_enter(1)`).
 //! - `uring-hot-4k-randread`: the same reads, buffered, on a 256 MiB file in the page cache.
 //! - `uring-null`: every operation an `IORING_OP_NOP` (`UringBuilder::null_io`): the engine's
 //!   own cost per operation; the summary gives operations per second of the thread's CPU
@@ -106,21 +107,6 @@ impl Workload {
     }
 }
 
-fn uring(
-    device: &Arc<Device>,
-    window: usize,
-    fixed: Option<&BufferPool>,
-    null_io: bool,
-) -> UringEngine {
-    let mut builder = UringEngine::builder(device.clone())
-        .window(window)
-        .null_io(null_io);
-    if let Some(pool) = fixed {
-        builder = builder.fixed_buffers(pool);
-    }
-    builder.build().expect("io_uring engine")
-}
-
 fn group<'a>(c: &'a mut Criterion, name: &str) -> Group<'a> {
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(OP_COUNT as u64));
@@ -141,15 +127,26 @@ fn serial_row(group: &mut Group<'_>, workload: &mut Workload) -> Row {
     )
 }
 
-/// The serial engine, then the io_uring engine at every window, plain and fixed.
+/// The serial engine, then the io_uring engine at every window: plain buffers, fixed
+/// buffers, and fixed buffers handed to the kernel one SQE per enter.
 fn compare(c: &mut Criterion, name: &str, workload: &mut Workload, windows: &[usize]) -> Vec<Row> {
     let mut group = group(c, name);
     let mut rows = vec![serial_row(&mut group, workload)];
     for &window in windows {
-        for fixed in [false, true] {
+        for (fixed, sqes_per_enter) in [(false, usize::MAX), (true, usize::MAX), (true, 1)] {
             let pool = BufferPool::new(4096, window, 4096).expect("pool");
-            let mut engine = uring(&workload.device, window, fixed.then_some(&pool), false);
-            let label = format!("uring window={window}{}", if fixed { " fixed" } else { "" });
+            let mut builder = UringEngine::builder(workload.device.clone())
+                .window(window)
+                .sqes_per_enter(sqes_per_enter);
+            if fixed {
+                builder = builder.fixed_buffers(&pool);
+            }
+            let mut engine = builder.build().expect("io_uring engine");
+            let label = format!(
+                "uring window={window}{}{}",
+                if fixed { " fixed" } else { "" },
+                if sqes_per_enter == 1 { " 1/enter" } else { "" }
+            );
             rows.push(workload.measure(&mut group, &label, &mut engine, &pool));
         }
     }
@@ -210,7 +207,12 @@ fn uring_null(c: &mut Criterion) {
     let mut per_core = Vec::new();
     for window in [1usize, 64, 256] {
         let pool = BufferPool::new(4096, window, 4096).expect("pool");
-        let mut engine = uring(&workload.device, window, Some(&pool), true);
+        let mut engine = UringEngine::builder(workload.device.clone())
+            .window(window)
+            .fixed_buffers(&pool)
+            .null_io(true)
+            .build()
+            .expect("io_uring engine");
         let label = format!("uring null window={window}");
         rows.push(workload.measure(&mut group, &label, &mut engine, &pool));
         let mut buffers: Vec<Buffer> = std::iter::from_fn(|| pool.take()).collect();
