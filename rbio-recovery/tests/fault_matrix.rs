@@ -91,7 +91,7 @@ fn image_hash(path: &Path) -> (u64, u32) {
 }
 
 /// What one bringup gave, made comparable across engines, and what its injector counted.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Run {
     result: Result<Recovered, String>,
     counts: FaultCounts,
@@ -121,10 +121,7 @@ fn bring_up(
     shrink_to: Option<u64>,
 ) -> Run {
     let device = Arc::new(Device::open(path).unwrap());
-    let bringup = match Bringup::new(device.clone(), options) {
-        Ok(bringup) => bringup,
-        Err(error) => panic!("Bringup::new: {error}"),
-    };
+    let bringup = Bringup::new(device.clone(), options).expect("the layout fits the image");
     let cut_hash = shrink_to.map(|len_bytes| {
         let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
         file.set_len(len_bytes).unwrap();
