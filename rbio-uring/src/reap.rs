@@ -58,7 +58,10 @@ impl<C: Codec> Ring<C> {
                         break;
                     }
                     let until = self.next_deadline().map_or(deadline, |d| d.min(deadline));
-                    self.wait_for_cqe(until.saturating_duration_since(now));
+                    if !self.wait_for_cqe(until.saturating_duration_since(now)) {
+                        // The ring refuses to wait: return rather than spin to the deadline.
+                        break;
+                    }
                 }
             }
         }
@@ -83,13 +86,15 @@ impl<C: Codec> Ring<C> {
         }
     }
 
-    /// Submits what is pushed and waits for one CQE, at most `timeout`.
-    pub(crate) fn wait_for_cqe(&mut self, timeout: Duration) {
+    /// Submits what is pushed and waits for one CQE, at most `timeout`; `false` if the
+    /// kernel refused with an error other than an interruption, a timeout or a busy ring.
+    pub(crate) fn wait_for_cqe(&mut self, timeout: Duration) -> bool {
         let timespec = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&timespec);
         self.stats.enter_count += 1;
-        if let Err(error) = self.ring.submitter().submit_with_args(1, &args) {
-            self.note_enter_error(&error);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => true,
+            Err(error) => !self.note_enter_error(&error),
         }
     }
 

@@ -53,7 +53,9 @@ impl<C: Codec> Ring<C> {
             if now >= deadline {
                 return false;
             }
-            self.wait_for_cqe(deadline - now);
+            if !self.wait_for_cqe(deadline - now) {
+                return false;
+            }
             self.drain_for_drop();
         }
         true

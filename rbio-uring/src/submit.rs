@@ -111,13 +111,16 @@ impl<C: Codec> Ring<C> {
         }
     }
 
-    /// Records an `io_uring_enter` error other than the expected transient ones.
-    pub(crate) fn note_enter_error(&mut self, error: &std::io::Error) {
+    /// Records an `io_uring_enter` error other than the expected transient ones; `true` if
+    /// it was one of those others.
+    pub(crate) fn note_enter_error(&mut self, error: &std::io::Error) -> bool {
         let errno = Errno(error.raw_os_error().unwrap_or(0));
         let expected = [libc::EINTR, libc::EAGAIN, libc::EBUSY, libc::ETIME];
-        if !expected.contains(&errno.0) {
+        let unexpected = !expected.contains(&errno.0);
+        if unexpected {
             self.stats.enter_error = Some(errno);
         }
+        unexpected
     }
 
     /// Completes every waiting operation with `error` (the ring is unusable).
