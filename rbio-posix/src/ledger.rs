@@ -207,11 +207,14 @@ impl Ledger {
                 if now >= deadline {
                     break;
                 }
-                // A worker defers a wake only while another of its operations is queued, so
-                // with fewer than two in flight the reaper can sleep until its deadline.
-                let nap = match state.in_flight.len() {
-                    0 | 1 => deadline - now,
-                    _ => (deadline - now).min(ANNOUNCE_LATENCY_MAX),
+                // A worker defers a wake only while fewer than half of the outstanding
+                // operations are done, so only with two or more in flight; with fewer, and no
+                // wake already deferred, the reaper can sleep until its deadline.
+                let deferral_possible = state.wake_deferred || state.in_flight.len() >= 2;
+                let nap = if deferral_possible {
+                    (deadline - now).min(ANNOUNCE_LATENCY_MAX)
+                } else {
+                    deadline - now
                 };
                 state.reaper_waiting = true;
                 let (woken, nap_result) = self
