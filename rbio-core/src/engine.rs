@@ -11,7 +11,9 @@ use crate::op::Op;
 pub enum Wait {
     /// Do not block: return what is complete now.
     Nothing,
-    /// Block until at least one completion is available or `deadline` passes.
+    /// Block until at least one completion is available or `deadline` passes. An engine may
+    /// hold a finished operation back briefly (at most a millisecond) to hand out several at
+    /// once, since waking a caller per completion can cost more than the I/O itself.
     Until(Instant),
 }
 
@@ -42,6 +44,7 @@ pub struct Capabilities {
 ///   wait in the engine, which refills its window as completions arrive.
 /// - [`reap`](Engine::reap) with [`Wait::Until`] returns no later than its deadline (plus the
 ///   time of one device call for synchronous engines), and at once when nothing is pending.
+///   Completions come in the order they finish, not the order of submission.
 ///   An engine with an operation timeout completes an operation the device does not answer as
 ///   [`IoError::TimedOut`](crate::IoError::TimedOut).
 /// - While an operation is in flight its buffer belongs to the engine. A completion carries the
