@@ -35,7 +35,7 @@ fn stuck_reads_time_out_and_their_buffers_come_back() {
     let completions = run(&mut engine, ops);
     let elapsed = started.elapsed();
     assert!(elapsed >= OP_TIMEOUT, "completed after {elapsed:?}");
-    assert!(elapsed < 10 * OP_TIMEOUT, "took {elapsed:?}");
+    assert!(elapsed < 20 * OP_TIMEOUT, "took {elapsed:?}");
     for completion in &completions {
         assert_eq!(
             completion.result(),

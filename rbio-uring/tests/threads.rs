@@ -102,9 +102,6 @@ fn dropped_on_a_foreign_thread_with_work_in_flight_it_leaks_at_once() {
         drop(engine);
         started.elapsed()
     });
-    assert!(
-        elapsed < Duration::from_millis(500),
-        "drop took {elapsed:?}"
-    );
+    assert!(elapsed < Duration::from_secs(1), "drop took {elapsed:?}");
     assert_eq!(pool.taken_count(), 8);
 }
