@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub window: usize,
     /// uring: registered buffers.
     pub fixed_buffers: bool,
+    /// uring: most SQEs per io_uring_enter; `None`: a whole batch per enter.
+    pub sqes_per_enter: Option<usize>,
 }
 
 impl EngineConfig {
@@ -58,6 +60,7 @@ impl EngineConfig {
             workers: None,
             window: 1,
             fixed_buffers: false,
+            sqes_per_enter: None,
         }
     }
 
@@ -69,16 +72,26 @@ impl EngineConfig {
             workers,
             window: workers.map_or(128, |workers| (workers * 8).max(16)),
             fixed_buffers: false,
+            sqes_per_enter: None,
         }
     }
 
-    /// The io_uring engine with `window` operations in flight.
+    /// The io_uring engine with `window` operations in flight, a whole batch per enter.
     pub fn uring(window: usize, fixed_buffers: bool) -> EngineConfig {
         EngineConfig {
             kind: EngineKind::Uring,
             workers: None,
             window,
             fixed_buffers,
+            sqes_per_enter: None,
+        }
+    }
+
+    /// The same configuration handing the kernel at most `sqes_per_enter` SQEs per enter.
+    pub fn with_sqes_per_enter(self, sqes_per_enter: usize) -> EngineConfig {
+        EngineConfig {
+            sqes_per_enter: Some(sqes_per_enter),
+            ..self
         }
     }
 
@@ -89,6 +102,7 @@ impl EngineConfig {
             workers: args.workers,
             window: args.window,
             fixed_buffers: args.fixed_buffers,
+            sqes_per_enter: args.sqes_per_enter,
         }
     }
 
@@ -101,10 +115,14 @@ impl EngineConfig {
                 None => "posix".to_owned(),
             },
             EngineKind::Uring | EngineKind::Nvme => format!(
-                "{} q={}{}",
+                "{} q={}{}{}",
                 self.kind.name(),
                 self.window,
-                if self.fixed_buffers { " fixed" } else { "" }
+                if self.fixed_buffers { " fixed" } else { "" },
+                match self.sqes_per_enter {
+                    Some(sqes) => format!(" {sqes}/enter"),
+                    None => String::new(),
+                }
             ),
         }
     }
@@ -155,6 +173,9 @@ impl EngineConfig {
                 let mut builder = UringEngine::builder(device.clone()).window(self.window);
                 if self.fixed_buffers {
                     builder = builder.fixed_buffers(pool);
+                }
+                if let Some(sqes_per_enter) = self.sqes_per_enter {
+                    builder = builder.sqes_per_enter(sqes_per_enter);
                 }
                 builder
                     .build()

@@ -83,7 +83,8 @@ fn entry_counts(args: &BenchArgs) -> Result<Vec<u64>, Failure> {
 }
 
 /// The configurations measured: serial; posix with 1 to 16 workers; io_uring at windows 32 to
-/// 256 with fixed buffers on and off. `--quick` keeps one of each kind.
+/// 256 with fixed buffers on and off, and with fixed buffers one SQE per enter (see
+/// `--sqes-per-enter`). `--quick` keeps one of each kind.
 fn configurations(quick: bool) -> Vec<EngineConfig> {
     let uring = engines::uring_usable();
     if !uring {
@@ -103,6 +104,7 @@ fn configurations(quick: bool) -> Vec<EngineConfig> {
         for window in [32, 64, 128, 256] {
             configs.push(EngineConfig::uring(window, false));
             configs.push(EngineConfig::uring(window, true));
+            configs.push(EngineConfig::uring(window, true).with_sqes_per_enter(1));
         }
     }
     configs

@@ -46,6 +46,9 @@ pub fn run(image: &Image, config: &EngineConfig, direct: bool) -> Result<Sample,
     if let Some(workers) = config.workers {
         command.args(["--workers", &workers.to_string()]);
     }
+    if let Some(sqes_per_enter) = config.sqes_per_enter {
+        command.args(["--sqes-per-enter", &sqes_per_enter.to_string()]);
+    }
     if direct {
         command.arg("--direct");
     }
