@@ -20,11 +20,8 @@ pub const EINTR_RETRIES_MAX: u32 = 64;
 /// operation against the device ([`Device::check`]).
 ///
 /// # Errors
-/// The [`IoError`] that ended the transfer.
-///
-/// # Panics
-/// If a read or write comes without a buffer or with a buffer of another length: operations
-/// built with [`Op`](crate::Op) always carry a matching one.
+/// The [`IoError`] that ended the transfer; [`IoError::BufferLength`] when the buffer does
+/// not match the operation.
 pub fn transfer(
     device: &Device,
     info: &OpInfo,
@@ -37,12 +34,17 @@ pub fn transfer(
         })
         .map(|_| 0);
     }
-    let buffer = buffer.expect("reads and writes carry a buffer");
-    assert_eq!(
-        buffer.len_bytes(),
-        info.len_bytes,
-        "buffer length differs from the operation's"
-    );
+    let buffer = match buffer {
+        Some(buffer) if buffer.len_bytes() == info.len_bytes => buffer,
+        other => {
+            let buffer_bytes = other.map_or(0, |buffer| buffer.len_bytes());
+            let len_bytes = info.len_bytes;
+            return Err(IoError::BufferLength {
+                buffer_bytes,
+                len_bytes,
+            });
+        }
+    };
     let base = buffer.as_mut_ptr();
     let mut done_bytes = 0;
     while done_bytes < info.len_bytes {

@@ -131,6 +131,15 @@ pub enum IoError {
         /// The device's size.
         size_bytes: u64,
     },
+    /// The operation's buffer does not match it: a read or write without a buffer, or with a
+    /// buffer whose length was changed after the operation was built. Refused before the device
+    /// sees it, since the kernel would transfer the operation's length into the buffer.
+    BufferLength {
+        /// Bytes the buffer holds (0 when there is none).
+        buffer_bytes: usize,
+        /// Bytes the operation transfers.
+        len_bytes: usize,
+    },
     /// The operation was canceled before it completed (for example when its engine was dropped).
     Canceled,
     /// The device did not answer within the operation's timeout.
@@ -174,6 +183,13 @@ impl fmt::Display for IoError {
             IoError::OutOfRange { size_bytes } => {
                 write!(f, "out of range: the device ends at {size_bytes} bytes")
             }
+            IoError::BufferLength {
+                buffer_bytes,
+                len_bytes,
+            } => write!(
+                f,
+                "buffer of {buffer_bytes} bytes for a transfer of {len_bytes} bytes"
+            ),
             IoError::Canceled => write!(f, "canceled"),
             IoError::TimedOut { timeout } => write!(f, "timed out after {timeout:?}"),
             IoError::Unsupported { what } => write!(f, "unsupported: {what}"),

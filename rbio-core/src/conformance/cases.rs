@@ -33,7 +33,7 @@ pub(super) struct Context<'a> {
 type Case = fn(&mut Context<'_>, &mut dyn Engine);
 
 /// Every case, by label.
-pub(super) const ALL: [(&str, Case); 7] = [
+pub(super) const ALL: [(&str, Case); 8] = [
     ("empty-batch", empty_batch),
     ("random-batches", random_batches),
     ("large-batch", large_batch),
@@ -41,6 +41,7 @@ pub(super) const ALL: [(&str, Case); 7] = [
     ("misaligned", misaligned),
     ("flush", flush),
     ("readiness", readiness),
+    ("swapped-buffer", swapped_buffer),
 ];
 
 /// What a completion said, in a comparable form.
@@ -403,6 +404,67 @@ fn readiness(context: &mut Context<'_>, engine: &mut dyn Engine) {
             &expected[..],
             "conformance[{label}]: {}",
             completion.info()
+        );
+    }
+}
+
+/// A read whose buffer was swapped for a smaller one (or shrunk) after it was built must be
+/// refused: the kernel would transfer the operation's length into whatever buffer it holds.
+fn swapped_buffer(context: &mut Context<'_>, engine: &mut dyn Engine) {
+    let label = format!("{}/swapped-buffer", context.label);
+    let pools = [&context.reference_pool, &context.target.pool];
+    let engines: [&mut dyn Engine; 2] = [&mut context.reference, engine];
+    for (engine, pool) in engines.into_iter().zip(pools) {
+        let mut swapped = Op::read(1, 0, pool.take().expect("suite buffer"));
+        let mut small = pool.take().expect("suite buffer");
+        small.set_len(4096);
+        small.as_mut_slice().fill(0x5a);
+        std::mem::swap(
+            swapped.buffer_mut().expect("a read has a buffer"),
+            &mut small,
+        );
+        let mut shrunk = Op::read(2, 0, pool.take().expect("suite buffer"));
+        shrunk
+            .buffer_mut()
+            .expect("a read has a buffer")
+            .set_len(100);
+        let mut ops = vec![swapped, shrunk];
+        engine.submit(&mut ops);
+        let mut completions = Vec::new();
+        let deadline = Instant::now() + BATCH_DEADLINE;
+        while completions.len() < 2 && Instant::now() < deadline {
+            engine.reap(&mut completions, Wait::Until(deadline));
+        }
+        completions.sort_by_key(Completion::tag);
+        let name = engine.capabilities().name;
+        assert_eq!(
+            completions.len(),
+            2,
+            "conformance[{label}]: {name} lost an operation"
+        );
+        let len_bytes = plan::OP_BYTES_MAX;
+        assert_eq!(
+            completions[0].result(),
+            &Err(IoError::BufferLength {
+                buffer_bytes: 4096,
+                len_bytes
+            }),
+            "conformance[{label}]: {name} accepted a swapped buffer"
+        );
+        let returned = completions[0]
+            .buffer()
+            .expect("a refused read gives its buffer back");
+        assert!(
+            returned.as_slice().iter().all(|&byte| byte == 0x5a),
+            "conformance[{label}]: {name} wrote into a swapped buffer"
+        );
+        assert_eq!(
+            completions[1].result(),
+            &Err(IoError::BufferLength {
+                buffer_bytes: 100,
+                len_bytes
+            }),
+            "conformance[{label}]: {name} accepted a shrunk buffer"
         );
     }
 }

@@ -223,10 +223,20 @@ impl Device {
     /// read-only device, a transfer past the end, or a misaligned one under O_DIRECT.
     ///
     /// # Errors
-    /// [`IoError::Unsupported`], [`IoError::OutOfRange`] or [`IoError::Misaligned`].
+    /// [`IoError::BufferLength`] for a read or write whose buffer is missing or of another
+    /// length than the operation's, [`IoError::Unsupported`], [`IoError::OutOfRange`] or
+    /// [`IoError::Misaligned`].
     pub fn check(&self, info: &OpInfo, buffer: Option<&Buffer>) -> Result<(), IoError> {
         if info.kind == OpKind::Flush {
             return Ok(());
+        }
+        let buffer_bytes = buffer.map_or(0, Buffer::len_bytes);
+        if buffer.is_none() || buffer_bytes != info.len_bytes {
+            let len_bytes = info.len_bytes;
+            return Err(IoError::BufferLength {
+                buffer_bytes,
+                len_bytes,
+            });
         }
         if info.kind == OpKind::Write && !self.writable {
             return Err(IoError::Unsupported {
@@ -325,20 +335,27 @@ mod tests {
         let read_only = Device::open(file.path()).unwrap();
         let write = Op::write(0, 0, Buffer::new_aligned(512, 4096).unwrap());
         assert!(matches!(
-            read_only.check(&write.info(), None),
+            read_only.check(&write.info(), write.buffer()),
             Err(IoError::Unsupported { .. })
         ));
+        assert_eq!(
+            read_only.check(&write.info(), None),
+            Err(IoError::BufferLength {
+                buffer_bytes: 0,
+                len_bytes: 512
+            })
+        );
 
         let past_end = Op::read(0, 8192 - 100, Buffer::new_aligned(512, 4096).unwrap());
         assert_eq!(
-            read_only.check(&past_end.info(), None),
+            read_only.check(&past_end.info(), past_end.buffer()),
             Err(IoError::OutOfRange { size_bytes: 8192 })
         );
 
         let direct = Device::options().direct(true).open(file.path()).unwrap();
         let odd = Op::read(0, 100, Buffer::new_aligned(512, 4096).unwrap());
         assert!(matches!(
-            direct.check(&odd.info(), None),
+            direct.check(&odd.info(), odd.buffer()),
             Err(IoError::Misaligned { .. })
         ));
         let op = Op::read(0, 4096, Buffer::new_aligned(4096, 4096).unwrap());
