@@ -80,15 +80,17 @@ impl<E: Engine> Engine for Retrying<E> {
     }
 
     fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
+        // Loop only while everything the inner engine returned was resubmitted: an inner reap
+        // that returns nothing has already waited as long as `wait` allows.
         loop {
             let start = completions.len();
-            self.inner.reap(completions, wait);
+            let reaped = self.inner.reap(completions, wait);
             let delivered = self.sort_out(completions, start);
             let expired = match wait {
                 Wait::Nothing => true,
                 Wait::Until(deadline) => Instant::now() >= deadline,
             };
-            if delivered > 0 || expired || self.inner.pending_count() == 0 {
+            if delivered > 0 || reaped == 0 || expired || self.inner.pending_count() == 0 {
                 return delivered;
             }
         }

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::blocking;
 use crate::completion::Completion;
@@ -18,7 +19,11 @@ pub const SERIAL_REAP_OPS_MAX: usize = 64;
 
 /// Performs operations one at a time, in submission order, inside `reap`.
 ///
-/// Every other engine is tested against it and every benchmark compares with it.
+/// Every other engine is tested against it and every benchmark compares with it. A reap
+/// performs at least one operation (so that progress never depends on waiting) and stops at
+/// its deadline after that. It has no operation timeout: a `pread` the device never answers
+/// blocks the reap that made it. Use an engine with a timeout (posix, uring) on devices that
+/// may stop answering.
 #[derive(Debug)]
 pub struct SerialEngine {
     device: Arc<Device>,
@@ -71,10 +76,17 @@ impl Engine for SerialEngine {
         }
     }
 
-    fn reap(&mut self, completions: &mut Vec<Completion>, _wait: Wait) -> usize {
+    fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
         let before = completions.len();
         completions.append(&mut self.refused);
-        for _ in 0..SERIAL_REAP_OPS_MAX {
+        let deadline = match wait {
+            Wait::Nothing => Instant::now(),
+            Wait::Until(deadline) => deadline,
+        };
+        for performed in 0..SERIAL_REAP_OPS_MAX {
+            if performed > 0 && Instant::now() >= deadline {
+                break;
+            }
             let Some(op) = self.queued.pop_front() else {
                 break;
             };
@@ -92,5 +104,29 @@ impl Engine for SerialEngine {
 
     fn readiness(&self) -> BorrowedFd<'_> {
         self.readiness.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::Buffer;
+
+    #[test]
+    fn a_reap_past_its_deadline_performs_one_operation_and_stops() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(1 << 20).unwrap();
+        let mut engine = SerialEngine::new(Arc::new(Device::open(file.path()).unwrap())).unwrap();
+        let mut ops: Vec<Op> = (0..10u64)
+            .map(|i| Op::read(i, i * 512, Buffer::new_aligned(512, 512).unwrap()))
+            .collect();
+        engine.submit(&mut ops);
+        let mut completions = Vec::new();
+        assert_eq!(engine.reap(&mut completions, Wait::Nothing), 1);
+        let expired = Instant::now() - std::time::Duration::from_millis(1);
+        assert_eq!(engine.reap(&mut completions, Wait::Until(expired)), 1);
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(engine.reap(&mut completions, Wait::Until(far)), 8);
+        assert_eq!(engine.pending_count(), 0);
     }
 }
