@@ -39,6 +39,14 @@ pub enum SetupError {
         /// The kernel's error.
         source: io::Error,
     },
+    /// The kernel created a completion queue smaller than the window needs: one CQE per
+    /// operation in flight and one per cancel.
+    CqTooSmall {
+        /// The CQ entries the kernel reported.
+        cq_entries: u32,
+        /// The CQ entries the window needs (twice the window).
+        cq_entries_min: usize,
+    },
     /// The readiness eventfd could not be created or registered with the ring.
     Readiness {
         /// The kernel's error.
@@ -92,6 +100,14 @@ impl fmt::Display for SetupError {
             SetupError::RegisterFile { source } => {
                 write!(f, "registering the device file failed: {source}")
             }
+            SetupError::CqTooSmall {
+                cq_entries,
+                cq_entries_min,
+            } => write!(
+                f,
+                "the kernel made a completion queue of {cq_entries} entries; the window needs \
+                 {cq_entries_min}"
+            ),
             SetupError::Readiness { source } => {
                 write!(f, "setting up the readiness eventfd failed: {source}")
             }
