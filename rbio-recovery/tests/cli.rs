@@ -231,6 +231,43 @@ fn prepare_then_bringup_finds_the_damage_asked_for() {
 }
 
 #[test]
+fn prepare_refuses_a_bad_spec_before_touching_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("precious.img");
+    let contents = b"an image someone still needs ".repeat(100);
+    std::fs::write(&image, &contents).unwrap();
+    let image_str = image.to_str().unwrap();
+    // 64 KiB slots after 4 MiB of metadata: --capacity-bytes 5M leaves room for 16 slots.
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["--checkpoints", "5"], 1, "5 checkpoints"),
+        (&["--damage", "50:bad_magic"], 1, "entry 50"),
+        (&["--capacity-bytes", "5M"], 1, "20 slots needed"),
+        (&["--block-align", "3000"], 2, "3000"),
+        (&["--capacity-bytes", "4M"], 2, "layout"),
+    ];
+    for (flags, code, needle) in cases {
+        let mut args = vec![
+            "prepare",
+            image_str,
+            "--entries",
+            "20",
+            "--slot-bytes",
+            "64K",
+            "--meta-total-bytes",
+            "4M",
+        ];
+        args.extend(flags);
+        let output = rbio(&args);
+        assert_one_line_failure(&output, code, needle);
+        assert_eq!(
+            std::fs::read(&image).unwrap(),
+            contents,
+            "prepare {flags:?} changed the image before refusing it"
+        );
+    }
+}
+
+#[test]
 fn bench_baseline_flags_a_regression_and_exits_5() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();

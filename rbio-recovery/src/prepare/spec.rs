@@ -201,7 +201,12 @@ impl PrepareSpec {
         }
     }
 
-    pub(super) fn check(&self, geometry: &Geometry) -> Result<(), WriteError> {
+    /// Checks the spec against the device's geometry, as [`prepare`](crate::prepare()) does
+    /// before its first write: call it first to refuse a bad spec before touching a device.
+    ///
+    /// # Errors
+    /// [`WriteError::Spec`] saying what is wrong (too many slots, sizes, checkpoints, damage).
+    pub fn check(&self, geometry: &Geometry) -> Result<(), WriteError> {
         let problem = |problem: String| Err(WriteError::Spec { problem });
         let capacity_bytes = geometry.payload_capacity_bytes();
         if self.slots_used() > geometry.max_slots() {

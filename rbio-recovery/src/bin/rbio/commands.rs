@@ -3,17 +3,19 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
 use std::sync::Arc;
 
 use rbio_core::{BufferPool, Device, PAGE_BYTES};
 use rbio_recovery::{
-    inspect, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
+    inspect, open_device, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
     DevicePathPolicy, ExpectedState, InspectOptions, PrepareSpec, Report, SlotPlacement,
+    WriteError,
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
 use crate::engines::{open_device_for, EngineConfig};
-use crate::exit::{Exit, Failure, UsageError};
+use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
 
@@ -108,7 +110,11 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
         checkpoint_damage: checkpoint_damage(args.checkpoint_damage),
         ..PrepareSpec::new(args.layout.layout(), args.entries)
     };
-    let device = create_target(&args.path, &spec, args.force, args.engine.direct)?;
+    // Everything is checked before the target is created or truncated: a bad spec or layout
+    // leaves an existing image as it was.
+    let target = Target::of(&args.path, args.force)?;
+    check_before_writing(&spec, target.size_bytes(&args.path, &spec)?)?;
+    let device = create_target(&args.path, target, &spec, args.engine.direct)?;
     // Serial unless asked otherwise: the final flush (an fsync of every dirty page of a large
     // image) can outlast the other engines' operation timeout.
     let config = match args.engine.engine {
@@ -182,46 +188,89 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
-/// Creates or replaces the image file (or opens the block device, with `force`), sized for
-/// `spec`, and opens it for writing.
+/// What `rbio prepare` writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// A block or char device (`--force` only): written in place, at its own size.
+    Device,
+    /// An image file: created or replaced, sized for the spec.
+    File,
+}
+
+impl Target {
+    /// The kind of target `path` is, refusing a device without `force` and a directory. Reads
+    /// only the path's metadata.
+    fn of(path: &Path, force: bool) -> Result<Target, Failure> {
+        let file_type = std::fs::metadata(path).ok().map(|m| m.file_type());
+        match file_type {
+            Some(kind) if kind.is_block_device() || kind.is_char_device() => {
+                if !force {
+                    return Err(UsageError::new(format!(
+                        "{} is a device: its contents would be destroyed; add --force to write it",
+                        path.display()
+                    ))
+                    .into());
+                }
+                Ok(Target::Device)
+            }
+            Some(kind) if kind.is_dir() => {
+                Err(UsageError::new(format!("{} is a directory", path.display())).into())
+            }
+            _ => Ok(Target::File),
+        }
+    }
+
+    /// The size the target will have once prepared: a device's own (opened read-only to ask),
+    /// an image file's from the spec.
+    fn size_bytes(self, path: &Path, spec: &PrepareSpec) -> Result<u64, Failure> {
+        match self {
+            Target::Device => Ok(open_device(path, false)?.size_bytes()),
+            Target::File => Ok(spec.required_device_bytes()),
+        }
+    }
+}
+
+/// Validates the layout against `size_bytes` (a device, layout or engine error: exit 2) and
+/// the spec against the resulting geometry (bad arguments: exit 1), as `prepare` would after
+/// opening the device: here nothing has been written yet.
+fn check_before_writing(spec: &PrepareSpec, size_bytes: u64) -> Result<(), Failure> {
+    let geometry = spec
+        .layout
+        .validate(size_bytes)
+        .map_err(|source| WriteError::Layout {
+            device_size_bytes: size_bytes,
+            source,
+        })?;
+    spec.check(&geometry)
+        .map_err(|error| UsageError::new(exit::chain(&error)))?;
+    Ok(())
+}
+
+/// Creates or replaces the image file sized for `spec` (a device is written as it is), and
+/// opens the target for writing. Call it only once the spec is known good.
 fn create_target(
-    path: &std::path::Path,
+    path: &Path,
+    target: Target,
     spec: &PrepareSpec,
-    force: bool,
     direct: bool,
 ) -> Result<Arc<Device>, Failure> {
-    let file_type = std::fs::metadata(path).ok().map(|m| m.file_type());
-    match file_type {
-        Some(kind) if kind.is_block_device() || kind.is_char_device() => {
-            if !force {
-                return Err(UsageError::new(format!(
-                    "{} is a device: its contents would be destroyed; add --force to write it",
-                    path.display()
-                ))
-                .into());
-            }
-        }
-        Some(kind) if kind.is_dir() => {
-            return Err(UsageError::new(format!("{} is a directory", path.display())).into());
-        }
-        _ => {
-            let file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(path)
-                .map_err(|error| {
-                    Failure::from(format!("{}: cannot create: {error}", path.display()))
-                })?;
-            file.set_len(spec.required_device_bytes())
-                .map_err(|error| {
-                    format!(
-                        "{}: cannot size to {} bytes: {error}",
-                        path.display(),
-                        spec.required_device_bytes()
-                    )
-                })?;
-        }
+    if target == Target::File {
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|error| {
+                Failure::from(format!("{}: cannot create: {error}", path.display()))
+            })?;
+        file.set_len(spec.required_device_bytes())
+            .map_err(|error| {
+                format!(
+                    "{}: cannot size to {} bytes: {error}",
+                    path.display(),
+                    spec.required_device_bytes()
+                )
+            })?;
     }
     Ok(Arc::new(
         Device::options().write(true).direct(direct).open(path)?,
