@@ -611,7 +611,7 @@ fn devices_and_layouts_that_do_not_fit_are_typed_errors() {
         "next_slot 40 in checkpoint exceeds max_slots 10",
     );
     // Each layout rule broken: its own FormatError, before any read.
-    let rules: [(Layout, &str); 9] = [
+    let rules: [(Layout, &str); 10] = [
         (
             Layout {
                 block_align: 3000,
@@ -628,8 +628,15 @@ fn devices_and_layouts_that_do_not_fit_are_typed_errors() {
         ),
         (
             Layout {
+                block_align: 16,
+                ..layout()
+            },
+            "block_align 16 is less than the 32 bytes of a checkpoint header",
+        ),
+        (
+            Layout {
                 header_bytes: 16,
-                block_align: 8,
+                block_align: 32,
                 ..layout()
             },
             "header_bytes 16 is less than the 24 bytes",
@@ -792,7 +799,7 @@ fn the_command_exits_with_its_documented_code_and_one_line() {
     for (case, flags, needle) in [
         (
             "header below 24 bytes",
-            ["--header-bytes", "16", "--block-align", "8"],
+            ["--header-bytes", "16", "--block-align", "32"],
             "header_bytes 16",
         ),
         (

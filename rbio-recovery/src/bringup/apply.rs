@@ -1,7 +1,7 @@
 //! Apply: the spec's per-entry rules entry by entry as they arrive, then, once every entry is
 //! known, duplicate keys (the last one counts, as in LMCache's dict) and duplicate slots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rbio_core::IoError;
 
@@ -30,19 +30,40 @@ pub(crate) enum Pending {
     Judged(u64, Verdict),
 }
 
+/// Slots below this are tracked in a bitmap (at most 32 MiB, grown as claims arrive); the
+/// rare layouts with more slots track the rest in a set, so memory follows the claims, not
+/// the device.
+const BITMAP_SLOTS_MAX: u64 = 1 << 28;
+
 /// Slot claims as entries arrive: which slots have more than one claimant.
 pub(crate) struct Claims {
-    claimed: Vec<u64>,
+    claimed_low: Vec<u64>,
+    claimed_high: HashSet<u64>,
     shared: Vec<u64>,
 }
 
 impl Claims {
-    /// No slot claimed yet, on a device of `max_slots`.
-    pub(crate) fn new(max_slots: u64) -> Claims {
+    /// No slot claimed yet.
+    pub(crate) fn new() -> Claims {
         Claims {
-            claimed: vec![0; max_slots.div_ceil(64) as usize],
+            claimed_low: Vec::new(),
+            claimed_high: HashSet::new(),
             shared: Vec::new(),
         }
+    }
+
+    /// Records a claim on `slot_index`; returns whether it was claimed before.
+    fn claim(&mut self, slot_index: u64) -> bool {
+        if slot_index >= BITMAP_SLOTS_MAX {
+            return !self.claimed_high.insert(slot_index);
+        }
+        let (word, bit) = ((slot_index / 64) as usize, 1u64 << (slot_index % 64));
+        if word >= self.claimed_low.len() {
+            self.claimed_low.resize(word + 1, 0);
+        }
+        let before = self.claimed_low[word] & bit != 0;
+        self.claimed_low[word] |= bit;
+        before
     }
 
     /// Applies the per-entry rules to `entry` and records its claim.
@@ -50,11 +71,9 @@ impl Claims {
         match entry.slot_index(geometry) {
             Err(rejection) => Pending::Rejected(RejectReason::Rule(rejection)),
             Ok(slot_index) => {
-                let (word, bit) = ((slot_index / 64) as usize, 1u64 << (slot_index % 64));
-                if self.claimed[word] & bit != 0 {
+                if self.claim(slot_index) {
                     self.shared.push(slot_index);
                 }
-                self.claimed[word] |= bit;
                 Pending::Claims(slot_index)
             }
         }
@@ -68,16 +87,16 @@ pub(crate) fn resolve(
     mut claims: Claims,
     keep_unreadable: bool,
 ) -> Vec<EntryState> {
-    let mut last_of_key: HashMap<&str, u32> = HashMap::with_capacity(entries.len());
+    let mut last_of_key: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
     for (entry_index, entry) in entries.iter().enumerate() {
-        last_of_key.insert(entry.key.as_ref(), entry_index as u32);
+        last_of_key.insert(entry.key.as_ref(), entry_index);
     }
     let superseded =
-        |entry_index: usize| last_of_key[entries[entry_index].key.as_ref()] != entry_index as u32;
+        |entry_index: usize| last_of_key[entries[entry_index].key.as_ref()] != entry_index;
     claims.shared.sort_unstable();
     claims.shared.dedup();
     let mut states: Vec<Option<EntryState>> = vec![None; entries.len()];
-    let mut contested: Vec<(u64, u32, Verdict)> = Vec::new();
+    let mut contested: Vec<(u64, usize, Verdict)> = Vec::new();
     for (entry_index, pending) in pending.into_iter().enumerate() {
         states[entry_index] = Some(match pending {
             _ if superseded(entry_index) => EntryState::Rejected(RejectReason::DuplicateKey),
@@ -86,7 +105,7 @@ pub(crate) fn resolve(
             Pending::Judged(slot_index, verdict)
                 if claims.shared.binary_search(&slot_index).is_ok() =>
             {
-                contested.push((slot_index, entry_index as u32, verdict));
+                contested.push((slot_index, entry_index, verdict));
                 continue;
             }
             Pending::Judged(_, verdict) => settle(verdict, keep_unreadable),
@@ -117,7 +136,7 @@ fn settle(verdict: Verdict, keep_unreadable: bool) -> EntryState {
 /// unreadable one stands for the slot; the others yield to the owner or keep their verdict.
 fn settle_contested(
     entries: &[CheckpointEntry<'_>],
-    group: &[(u64, u32, Verdict)],
+    group: &[(u64, usize, Verdict)],
     keep_unreadable: bool,
     states: &mut [Option<EntryState>],
 ) {
@@ -139,11 +158,11 @@ fn settle_contested(
             }
             Some(owner_index) => EntryState::Rejected(RejectReason::DuplicateSlot {
                 slot_index,
-                owner: entries[owner_index as usize].key.to_string(),
+                owner: entries[owner_index].key.to_string(),
             }),
             None => settle(verdict.clone(), keep_unreadable),
         };
-        states[*entry_index as usize] = Some(state);
+        states[*entry_index] = Some(state);
     }
 }
 
@@ -184,7 +203,7 @@ mod tests {
         keep_unreadable: bool,
     ) -> Vec<EntryState> {
         let geometry = geometry();
-        let mut claims = Claims::new(geometry.max_slots());
+        let mut claims = Claims::new();
         let pending = entries
             .iter()
             .zip(verdicts)

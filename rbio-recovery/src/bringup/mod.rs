@@ -98,6 +98,13 @@ pub enum BringupError {
     Pool(PoolError),
     /// The engine stopped answering.
     Engine(StreamError),
+    /// The checkpoint's `next_slot` would make a free list larger than [`FREE_SLOTS_MAX`].
+    TooManySlots {
+        /// `next_slot` as recovered.
+        next_slot: u64,
+        /// The most slots a free list may hold.
+        limit: u64,
+    },
     /// No checkpoint could be accepted and at least one mirror could not be read: starting
     /// empty would discard entries the device never answered about.
     CheckpointUnreadable {
@@ -112,6 +119,10 @@ impl fmt::Display for BringupError {
             BringupError::Layout(error) => write!(f, "layout does not fit the device: {error}"),
             BringupError::Pool(error) => write!(f, "buffer pool: {error}"),
             BringupError::Engine(error) => write!(f, "{error}"),
+            BringupError::TooManySlots { next_slot, limit } => write!(
+                f,
+                "next_slot {next_slot} leaves more than {limit} free slots to list"
+            ),
             BringupError::CheckpointUnreadable { mirrors } => {
                 write!(f, "no checkpoint could be read:")?;
                 for mirror in mirrors {
@@ -129,7 +140,7 @@ impl std::error::Error for BringupError {
             BringupError::Layout(error) => Some(error),
             BringupError::Pool(error) => Some(error),
             BringupError::Engine(error) => Some(error),
-            BringupError::CheckpointUnreadable { .. } => None,
+            BringupError::TooManySlots { .. } | BringupError::CheckpointUnreadable { .. } => None,
         }
     }
 }
@@ -375,13 +386,13 @@ impl Bringup {
             done: 1,
             total: 1,
         });
-        Ok(self.assemble(
+        self.assemble(
             ledger.entries,
             states,
             checkpoint.next_slot(),
             report,
             started,
-        ))
+        )
     }
 
     /// Builds the index, free list and report from every entry's final state.
@@ -392,9 +403,9 @@ impl Bringup {
         next_slot: u64,
         mut report: Report,
         started: Instant,
-    ) -> Recovered {
+    ) -> Result<Recovered, BringupError> {
         let mut index = Vec::new();
-        let mut owned = vec![false; next_slot as usize];
+        let mut owned_slots = Vec::new();
         report.counts.in_checkpoint = entries.len() as u64;
         for (entry, state) in entries.into_iter().zip(states) {
             report.counts.add(&state);
@@ -413,24 +424,38 @@ impl Bringup {
                     .geometry
                     .slot_index_of(fields.offset_bytes)
                     .expect("passed apply");
-                if let Some(slot) = owned.get_mut(slot_index as usize) {
-                    *slot = true;
-                }
+                owned_slots.push(slot_index);
                 index.push(IndexEntry {
                     key: entry.key.into_owned(),
                     fields: fields.into_owned(),
                 });
             }
         }
-        let free_slots = (0..next_slot)
-            .filter(|&slot| !owned[slot as usize])
-            .collect();
+        owned_slots.sort_unstable();
+        let next_slot = self.next_slot_past(next_slot, &owned_slots, &mut report);
+        let free_slots = free_slots(next_slot, &owned_slots)?;
         report.phases.total = started.elapsed();
-        Recovered {
+        Ok(Recovered {
             index,
             free_slots,
             next_slot,
             report,
+        })
+    }
+
+    /// `next_slot`, raised past any slot an indexed entry owns: LMCache hands out slots from
+    /// `next_slot` on, and must never hand out one that a kept entry still holds.
+    fn next_slot_past(&self, next_slot: u64, owned_slots: &[u64], report: &mut Report) -> u64 {
+        match owned_slots.last() {
+            Some(&highest) if highest >= next_slot => {
+                report.warnings.push(format!(
+                    "kept entries own slots up to {highest}, at or past the checkpoint's next_slot \
+                     {next_slot}: next_slot raised to {}",
+                    highest + 1
+                ));
+                highest + 1
+            }
+            _ => next_slot,
         }
     }
 
@@ -503,4 +528,54 @@ fn header_read_bytes(device: &Device, layout: &Layout) -> usize {
 /// As [`rbio_core::DeviceOptions::open`].
 pub fn open_device(path: &Path, direct: bool) -> Result<Arc<Device>, rbio_core::OpenError> {
     Device::options().direct(direct).open(path).map(Arc::new)
+}
+
+/// The most slots a free list may hold (2 GiB of slot numbers): a checkpoint whose
+/// `next_slot` needs more is refused rather than exhausting memory.
+pub const FREE_SLOTS_MAX: u64 = 1 << 28;
+
+/// Every slot below `next_slot` that `owned_slots` (sorted) does not hold, ascending.
+fn free_slots(next_slot: u64, owned_slots: &[u64]) -> Result<Vec<u64>, BringupError> {
+    let owned_below = owned_slots.partition_point(|&slot| slot < next_slot) as u64;
+    let free_count = next_slot - owned_below.min(next_slot);
+    if free_count > FREE_SLOTS_MAX {
+        return Err(BringupError::TooManySlots {
+            next_slot,
+            limit: FREE_SLOTS_MAX,
+        });
+    }
+    let mut owned = owned_slots.iter().peekable();
+    let mut free = Vec::with_capacity(free_count as usize);
+    for slot in 0..next_slot {
+        while owned.next_if(|&&owned_slot| owned_slot < slot).is_some() {}
+        if owned.peek() != Some(&&slot) {
+            free.push(slot);
+        }
+    }
+    Ok(free)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_slots_are_the_unowned_slots_below_next_slot() {
+        assert_eq!(free_slots(5, &[1, 3]).unwrap(), vec![0, 2, 4]);
+        assert_eq!(free_slots(3, &[0, 1, 2, 7]).unwrap(), Vec::<u64>::new());
+        assert_eq!(free_slots(0, &[]).unwrap(), Vec::<u64>::new());
+        assert_eq!(free_slots(4, &[]).unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_free_list_too_large_to_hold_is_a_typed_error() {
+        let next_slot = FREE_SLOTS_MAX + 2;
+        let error = free_slots(next_slot, &[0]).unwrap_err();
+        assert!(
+            matches!(error, BringupError::TooManySlots { .. }),
+            "{error}"
+        );
+        assert!(free_slots(FREE_SLOTS_MAX + 1, &[0])
+            .is_ok_and(|free| free.len() as u64 == FREE_SLOTS_MAX));
+    }
 }

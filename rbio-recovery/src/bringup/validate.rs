@@ -43,7 +43,7 @@ impl Validation<'_> {
         let ledger = RefCell::new(Ledger {
             entries: Vec::new(),
             pending: Vec::new(),
-            claims: Claims::new(self.geometry.max_slots()),
+            claims: Claims::new(),
         });
         let specs = source.filter_map(|entry| {
             let mut ledger = ledger.borrow_mut();

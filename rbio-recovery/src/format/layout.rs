@@ -7,6 +7,7 @@
 use std::fmt;
 
 use super::identity::KeyNamespace;
+use super::checkpoint_header::CHECKPOINT_HEADER_BYTES;
 use super::slot_header::SLOT_HEADER_INFO_BYTES;
 
 const KIB: u64 = 1 << 10;
@@ -106,6 +107,9 @@ impl Layout {
         let (slot_bytes, meta_total_bytes) = (self.slot_bytes, self.meta_total_bytes);
         if !block_align.is_power_of_two() {
             return Err(FormatError::BlockAlignNotPowerOfTwo { block_align });
+        }
+        if block_align < CHECKPOINT_HEADER_BYTES as u64 {
+            return Err(FormatError::BlockAlignTooSmall { block_align });
         }
         if header_bytes < SLOT_HEADER_INFO_BYTES as u64 {
             return Err(FormatError::HeaderBytesTooSmall { header_bytes });
@@ -306,6 +310,12 @@ pub enum FormatError {
         /// The configured value.
         block_align: u64,
     },
+    /// `block_align` is below the 32 bytes of a checkpoint mirror header, which must fit in
+    /// the mirror's first block (the payload starts at the next one).
+    BlockAlignTooSmall {
+        /// The configured value.
+        block_align: u64,
+    },
     /// `header_bytes` is below the 24 bytes a slot header carries.
     HeaderBytesTooSmall {
         /// The configured value.
@@ -389,6 +399,10 @@ impl fmt::Display for FormatError {
             BlockAlignNotPowerOfTwo { block_align } => {
                 write!(f, "block_align {block_align} is not a power of two")
             }
+            BlockAlignTooSmall { block_align } => write!(
+                f,
+                "block_align {block_align} is less than the {CHECKPOINT_HEADER_BYTES} bytes of a checkpoint header"
+            ),
             HeaderBytesTooSmall { header_bytes } => write!(
                 f,
                 "header_bytes {header_bytes} is less than the {SLOT_HEADER_INFO_BYTES} bytes of a slot header"
@@ -587,7 +601,8 @@ mod tests {
         let dev = 72 * MIB;
         check_err(with(|l| l.block_align = 0), dev, "block_align 0 is not a power of two");
         check_err(with(|l| l.block_align = 3000), dev, "block_align 3000 is not a power of two");
-        check_err(with(|l| (l.header_bytes, l.block_align) = (16, 8)), dev, "header_bytes 16 is less than the 24 bytes of a slot header");
+        check_err(with(|l| l.block_align = 16), dev, "block_align 16 is less than the 32 bytes of a checkpoint header");
+        check_err(with(|l| (l.header_bytes, l.block_align) = (16, 32)), dev, "header_bytes 16 is less than the 24 bytes of a slot header");
         check_err(with(|l| l.header_bytes = 6144), dev, "header_bytes 6144 is not a multiple of block_align 4096");
         check_err(with(|l| l.slot_bytes = 4096), dev, "slot_bytes 4096 leaves no payload room after header_bytes 4096");
         check_err(with(|l| l.slot_bytes = 10000), dev, "slot_bytes 10000 is not a multiple of block_align 4096");
