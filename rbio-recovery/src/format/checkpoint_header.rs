@@ -5,6 +5,7 @@
 //! first and the header block after it, so a torn write leaves the old header (and its CRC) in
 //! charge.
 
+use super::array_at;
 use std::fmt;
 
 use super::layout::{Geometry, Layout, MIRROR_COUNT};
@@ -175,13 +176,6 @@ impl CheckpointHeader {
         }
         Ok(payload)
     }
-}
-
-/// The `N` bytes of `bytes` at `offset`; offsets are constants within the header.
-fn array_at<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
-    let mut field = [0u8; N];
-    field.copy_from_slice(&bytes[offset..offset + N]);
-    field
 }
 
 /// One checkpoint laid out for writing: the payload blocks first, then the header block.

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use super::identity::KeyNamespace;
 use super::checkpoint_header::CHECKPOINT_HEADER_BYTES;
+use super::identity::KeyNamespace;
 use super::slot_header::SLOT_HEADER_INFO_BYTES;
 
 const KIB: u64 = 1 << 10;

@@ -40,3 +40,11 @@ pub use checkpoint_write::{encode_checkpoint, CheckpointWriter};
 pub use identity::{legacy_identity, object_identity, IdentityError, KeyNamespace, ObjectKey};
 pub use layout::{FormatError, Geometry, Layout, SlotOffsetError, MIRROR_COUNT};
 pub use slot_header::{SlotHeader, SlotHeaderError, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC};
+
+/// The `N` bytes of `bytes` at `offset`: how the header decoders read their fixed fields
+/// (offsets are the format's constants, within a slice the decoder has length-checked).
+fn array_at<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
+    let mut field = [0u8; N];
+    field.copy_from_slice(&bytes[offset..offset + N]);
+    field
+}

@@ -4,6 +4,7 @@
 //! `header_bytes` is zero when written and ignored when read. There is no checksum, slot index or
 //! generation: the header is checked against the checkpoint entry that claims the slot.
 
+use super::array_at;
 use std::fmt;
 
 /// Magic at the start of every written slot header.
@@ -79,13 +80,6 @@ impl SlotHeader {
             payload_len_bytes: u64::from_le_bytes(array_at(info, SLOT_PAYLOAD_LEN_OFFSET)),
         })
     }
-}
-
-/// The `N` bytes of `bytes` at `offset`; offsets are constants within the array.
-fn array_at<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
-    let mut field = [0u8; N];
-    field.copy_from_slice(&bytes[offset..offset + N]);
-    field
 }
 
 /// Why bytes read from a slot are not a slot header.
