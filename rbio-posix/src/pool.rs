@@ -152,7 +152,8 @@ impl PosixEngine {
         self.ledger.timeout_stats()
     }
 
-    /// The ranges of the next batch, each with its worker: least loaded workers first.
+    /// The ranges of the next batch, each with its worker: least loaded workers first. They
+    /// cover the batch, unless no worker is alive: then there are none.
     fn plan(&mut self, op_count: usize) -> Vec<(usize, std::ops::Range<usize>)> {
         let loads: Vec<Option<usize>> = self
             .queues
@@ -203,6 +204,14 @@ impl Engine for PosixEngine {
             }
         }
         let plan = self.plan(admitted.len());
+        // With every worker dead no range covers the batch: the uncovered operations complete
+        // now, as canceled with their buffers, so each still completes exactly once.
+        let covered_count: usize = plan.iter().map(|(_, range)| range.len()).sum();
+        refused.extend(
+            admitted
+                .drain(covered_count..)
+                .map(|op| op.complete(Err(IoError::Canceled))),
+        );
         let tickets = plan.iter().flat_map(|(worker_index, range)| {
             admitted[range.clone()]
                 .iter()
@@ -368,5 +377,37 @@ mod tests {
         assert_eq!(engine.reap(&mut completions, Wait::Until(far)), 0);
         assert_eq!(engine.capabilities().name, "posix");
         assert_eq!(engine.capabilities().in_flight_max, 1);
+    }
+
+    /// Review finding (MEDIUM, pool.rs): with every worker dead, `plan()` gave no ranges and
+    /// the admitted operations were dropped, never completing while `pending_count` stayed
+    /// raised. Each must complete exactly once, as canceled with its buffer.
+    #[test]
+    fn with_every_worker_dead_a_batch_completes_as_canceled() {
+        let (_file, device) = image(4 * 4096);
+        let mut engine = PosixEngine::builder(device).workers(2).build().unwrap();
+        for queue in &engine.queues {
+            assert!(queue.kill().is_empty());
+        }
+        let mut batch = reads(3);
+        batch.push(Op::read(
+            3,
+            4 * 4096,
+            Buffer::new_aligned(4096, 4096).unwrap(),
+        ));
+        engine.submit(&mut batch);
+        assert_eq!(engine.pending_count(), 4);
+        let completions = reap_all(&mut engine);
+        let results: Vec<_> = completions.iter().map(|c| c.result().clone()).collect();
+        let canceled = Err(IoError::Canceled);
+        let out_of_range = Err(IoError::OutOfRange {
+            size_bytes: 4 * 4096,
+        });
+        assert_eq!(
+            results,
+            [canceled.clone(), canceled.clone(), canceled, out_of_range]
+        );
+        assert!(completions.iter().all(|c| c.buffer().is_some()));
+        assert!(engine.worker_stats().iter().all(|w| w.op_count == 0));
     }
 }

@@ -146,7 +146,7 @@ impl WorkerQueue {
     }
 
     /// Marks the worker dead and takes its queued ranges, so that nothing waits on it.
-    fn kill(&self) -> VecDeque<Vec<Job>> {
+    pub(crate) fn kill(&self) -> VecDeque<Vec<Job>> {
         let mut state = self.lock();
         state.dead = true;
         self.dead.store(true, Ordering::Release);
