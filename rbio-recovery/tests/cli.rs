@@ -17,6 +17,15 @@ fn rbio(args: &[&str]) -> Output {
         .expect("run the rbio binary")
 }
 
+/// `rbio ARGS` with its temporary directory (TMPDIR) in `tmp`.
+fn rbio_with_tmpdir(tmp: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rbio"))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .output()
+        .expect("run the rbio binary")
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -58,6 +67,25 @@ fn demo_brings_up_with_every_engine_and_finds_the_damage() {
         out.contains("every engine found exactly those 5 stale"),
         "{out}"
     );
+}
+
+#[test]
+fn demo_reads_cold_with_o_direct_and_leaves_the_page_cache_alone() {
+    // On a disk's file system the demo reads with O_DIRECT: cold, with nothing dropped. (The
+    // buffered fallback has no case here: even tmpfs takes O_DIRECT on current kernels.)
+    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let output = rbio_with_tmpdir(disk.path(), &["demo", "--entries", "2000", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let demo: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(
+        demo["direct"],
+        true,
+        "{} (CARGO_TARGET_TMPDIR) must take O_DIRECT for this test; stderr: {}",
+        disk.path().display(),
+        stderr(&output)
+    );
+    assert_eq!(demo["page_cache"], "untouched");
+    assert!(stderr(&output).trim().is_empty(), "{}", stderr(&output));
 }
 
 #[test]

@@ -140,9 +140,14 @@ pub struct DemoArgs {
     /// Entries in the example device.
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     pub entries: u64,
-    /// Bring up with O_DIRECT (the page cache is bypassed, as on a real device).
+    /// Read through the page cache instead of O_DIRECT (the demo's default wherever the
+    /// temporary directory's file system takes it: cold reads without touching the system).
     #[arg(long)]
-    pub direct: bool,
+    pub buffered: bool,
+    /// Drop the whole machine's page cache before each engine's bringup (root only; every
+    /// other program then reads its data back from disk).
+    #[arg(long)]
+    pub drop_caches: bool,
     /// Print the results as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -19,7 +19,7 @@ use crate::engines::{self, EngineConfig};
 use crate::exit::{Exit, Failure};
 use crate::progress::Bar;
 use crate::render::{self, Table};
-use crate::system;
+use crate::system::{self, CacheDropper};
 
 /// The damage the demo does, at these fractions of the entry count.
 const DAMAGE: [(f64, Damage); 5] = [
@@ -44,23 +44,32 @@ pub fn demo(args: &DemoArgs) -> Result<Exit, Failure> {
     let dir = TempDir::new()?;
     let image = dir.path().join("demo.img");
     let prepared = prepare_image(&image, args.entries)?;
-    let direct = args.direct && direct_supported(&image)?;
+    // Cold reads without touching the rest of the machine: O_DIRECT bypasses the page cache
+    // for this process alone. Dropping the whole cache is only done when asked.
+    let direct = !args.buffered && direct_or_note(dir.path(), &image)?;
     let (configs, missing) = engines::demo_set(DEMO_WINDOW);
+    let mut cache = args.drop_caches.then(|| CacheDropper::new("rbio demo"));
     let mut runs = Vec::new();
     for config in configs {
-        if !direct {
-            // Buffered bringup after a cold start: otherwise the first engine warms the
-            // cache for the rest. Not permitted without root; the note below says so.
-            let _ = system::drop_page_cache();
+        if let Some(cache) = &mut cache {
+            cache.drop_now();
         }
         let recovered = bring_up(&image, &prepared.spec.layout, direct, config)?;
         runs.push(Run { config, recovered });
     }
+    let reads = Reads {
+        direct,
+        page_cache: match cache.map(|cache| cache.outcome()) {
+            None => "untouched".to_owned(),
+            Some(Ok(())) => "dropped before each engine".to_owned(),
+            Some(Err(why)) => format!("not dropped: {why}"),
+        },
+    };
     let verdict = verdict(&prepared, &runs);
     if args.json {
-        print_json(args, direct, &runs, &verdict);
+        print_json(args, &reads, &runs, &verdict);
     } else {
-        print_text(&image, args, direct, &runs, &missing, &verdict);
+        print_text(&image, args, &reads, &runs, &missing, &verdict);
     }
     if !verdict.all_match {
         return Err("an engine's bringup differs from the damage done to the image".into());
@@ -98,11 +107,28 @@ fn prepare_image(image: &Path, entries: u64) -> Result<Prepared, Failure> {
     Ok(prepared)
 }
 
-/// Whether the file system under `image` takes O_DIRECT (tmpfs does not).
-fn direct_supported(image: &Path) -> Result<bool, Failure> {
+/// How the demo read the image.
+struct Reads {
+    /// With O_DIRECT; else through the page cache.
+    direct: bool,
+    /// What was done to the page cache: `untouched`, `dropped before each engine`, or
+    /// `not dropped: why`.
+    page_cache: String,
+}
+
+/// Whether the file system under `image` takes O_DIRECT (tmpfs does not). When it does not,
+/// says so in one line on stderr: the demo then reads through the page cache.
+fn direct_or_note(dir: &Path, image: &Path) -> Result<bool, Failure> {
     match Device::options().direct(true).open(image) {
         Ok(_) => Ok(true),
-        Err(OpenError::DirectUnsupported { .. }) => Ok(false),
+        Err(OpenError::DirectUnsupported { .. }) => {
+            eprintln!(
+                "rbio demo: note: the file system of {} does not take O_DIRECT: reading through \
+                 the page cache, which still holds the image (TMPDIR=DIR on a disk reads cold)",
+                dir.display()
+            );
+            Ok(false)
+        }
         Err(error) => Err(error.into()),
     }
 }
@@ -168,21 +194,22 @@ fn verdict(prepared: &Prepared, runs: &[Run]) -> Verdict {
 fn print_text(
     image: &Path,
     args: &DemoArgs,
-    direct: bool,
+    reads: &Reads,
     runs: &[Run],
     missing: &[(engines::EngineKind, &str)],
     verdict: &Verdict,
 ) {
     let serial_secs = runs[0].recovered.report.phases.total.as_secs_f64();
     println!(
-        "rbio demo: {} entries (headers only, 1 MiB slots) in {}, {}",
+        "rbio demo: {} entries (headers only, 1 MiB slots) in {}, read {}, page cache {}",
         render::count(args.entries),
         image.display(),
-        if direct {
-            "read with O_DIRECT"
-        } else {
-            "read through the page cache (O_DIRECT not available or not asked for)"
-        }
+        match (reads.direct, args.buffered) {
+            (true, _) => "with O_DIRECT",
+            (false, true) => "through the page cache (--buffered)",
+            (false, false) => "through the page cache (no O_DIRECT here)",
+        },
+        reads.page_cache
     );
     println!(
         "{}, kernel {}, {}\n",
@@ -233,10 +260,11 @@ fn print_text(
     );
 }
 
-fn print_json(args: &DemoArgs, direct: bool, runs: &[Run], verdict: &Verdict) {
+fn print_json(args: &DemoArgs, reads: &Reads, runs: &[Run], verdict: &Verdict) {
     let value = json!({
         "entries": args.entries,
-        "direct": direct,
+        "direct": reads.direct,
+        "page_cache": reads.page_cache,
         "damaged": verdict.damaged,
         "all_match": verdict.all_match,
         "runs": runs.iter().map(|run| json!({
