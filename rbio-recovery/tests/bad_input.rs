@@ -159,125 +159,33 @@ fn state_of(recovered: &Recovered, key: &str) -> (String, String) {
 }
 
 #[test]
+#[rustfmt::skip]
 fn payloads_that_are_not_checkpoints_are_ignored_with_their_reason() {
     let image = Image::new();
     let deep_open = "[".repeat(10_000);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "version as text",
-            br#"{"version":"1"}"#.to_vec(),
-            "version is a string, not an integer",
-        ),
-        (
-            "version 2",
-            br#"{"version":2,"entries":{}}"#.to_vec(),
-            "checkpoint version 2",
-        ),
-        (
-            "root array",
-            b"[1,2,3]".to_vec(),
-            "payload is an array, not an object",
-        ),
-        (
-            "root string",
-            br#""checkpoint""#.to_vec(),
-            "payload is a string, not an object",
-        ),
-        (
-            "entries array",
-            br#"{"version":1,"entries":[]}"#.to_vec(),
-            "entries is an array, expected an object",
-        ),
-        (
-            "next_slot text",
-            br#"{"version":1,"next_slot":"3"}"#.to_vec(),
-            "next_slot is a string",
-        ),
-        (
-            "next_slot > u64",
-            br#"{"version":1,"next_slot":99999999999999999999999}"#.to_vec(),
-            "next_slot is larger than 2^64 - 1",
-        ),
-        (
-            "next_slot negative",
-            br#"{"version":1,"next_slot":-1}"#.to_vec(),
-            "next_slot is negative",
-        ),
-        (
-            "next_slot float",
-            br#"{"version":1,"next_slot":1e3}"#.to_vec(),
-            "next_slot is a floating-point number",
-        ),
-        (
-            "number beyond f64",
-            br#"{"version":1,"capacity_bytes":1e400}"#.to_vec(),
-            "not JSON",
-        ),
-        (
-            "device_path number",
-            br#"{"version":1,"device_path":7}"#.to_vec(),
-            "device_path is a number, expected a string",
-        ),
-        (
-            "block_align bool",
-            br#"{"version":1,"block_align":true}"#.to_vec(),
-            "block_align is a boolean",
-        ),
-        (
-            "trailing garbage",
-            br#"{"version":1} {}"#.to_vec(),
-            "not JSON",
-        ),
-        (
-            "10k open brackets, top level",
-            format!(r#"{{"version":1,"x":{deep_open}}}"#).into_bytes(),
-            "not JSON",
-        ),
-        (
-            "10k open brackets, in an entry",
-            payload(&[format!(r#""k":{{"offset":0,"shape":{deep_open}}}"#)]).into_bytes(),
-            "not JSON",
-        ),
-        (
-            "invalid UTF-8 in a key",
-            [
-                &br#"{"version":1,"entries":{"k"#[..],
-                b"\xff\xfe",
-                br#"":{}}}"#,
-            ]
-            .concat(),
-            "not UTF-8 after byte 26",
-        ),
-        (
-            "lone surrogate in device_path",
-            br#"{"version":1,"device_path":"\ud800"}"#.to_vec(),
-            "not JSON",
-        ),
-        (
-            "other block_align",
-            br#"{"version":1,"block_align":512}"#.to_vec(),
-            "block_align 512 in checkpoint, 4096 configured",
-        ),
-        (
-            "other slot_bytes",
-            br#"{"version":1,"slot_bytes":16384}"#.to_vec(),
-            "slot_bytes 16384 in checkpoint",
-        ),
-        (
-            "other meta_magic",
-            br#"{"version":1,"meta_magic":"LMCIDX02"}"#.to_vec(),
-            "meta_magic \"LMCIDX02\"",
-        ),
-        (
-            "next_slot past the device",
-            br#"{"version":1,"next_slot":1000000}"#.to_vec(),
-            "exceeds max_slots",
-        ),
-        (
-            "another device's path",
-            br#"{"version":1,"device_path":"/dev/other"}"#.to_vec(),
-            "device_path \"/dev/other\" in checkpoint",
-        ),
+        ("version as text", br#"{"version":"1"}"#.to_vec(), "version is a string, not an integer"),
+        ("version 2", br#"{"version":2,"entries":{}}"#.to_vec(), "checkpoint version 2"),
+        ("root array", b"[1,2,3]".to_vec(), "payload is an array, not an object"),
+        ("root string", br#""checkpoint""#.to_vec(), "payload is a string, not an object"),
+        ("entries array", br#"{"version":1,"entries":[]}"#.to_vec(), "entries is an array, expected an object"),
+        ("next_slot text", br#"{"version":1,"next_slot":"3"}"#.to_vec(), "next_slot is a string"),
+        ("next_slot > u64", br#"{"version":1,"next_slot":99999999999999999999999}"#.to_vec(), "next_slot is larger than 2^64 - 1"),
+        ("next_slot negative", br#"{"version":1,"next_slot":-1}"#.to_vec(), "next_slot is negative"),
+        ("next_slot float", br#"{"version":1,"next_slot":1e3}"#.to_vec(), "next_slot is a floating-point number"),
+        ("number beyond f64", br#"{"version":1,"capacity_bytes":1e400}"#.to_vec(), "not JSON"),
+        ("device_path number", br#"{"version":1,"device_path":7}"#.to_vec(), "device_path is a number, expected a string"),
+        ("block_align bool", br#"{"version":1,"block_align":true}"#.to_vec(), "block_align is a boolean"),
+        ("trailing garbage", br#"{"version":1} {}"#.to_vec(), "not JSON"),
+        ("10k open brackets, top level", format!(r#"{{"version":1,"x":{deep_open}}}"#).into_bytes(), "not JSON"),
+        ("10k open brackets, in an entry", payload(&[format!(r#""k":{{"offset":0,"shape":{deep_open}}}"#)]).into_bytes(), "not JSON"),
+        ("invalid UTF-8 in a key", [&br#"{"version":1,"entries":{"k"#[..], b"\xff\xfe", br#"":{}}}"#].concat(), "not UTF-8 after byte 26"),
+        ("lone surrogate in device_path", br#"{"version":1,"device_path":"\ud800"}"#.to_vec(), "not JSON"),
+        ("other block_align", br#"{"version":1,"block_align":512}"#.to_vec(), "block_align 512 in checkpoint, 4096 configured"),
+        ("other slot_bytes", br#"{"version":1,"slot_bytes":16384}"#.to_vec(), "slot_bytes 16384 in checkpoint"),
+        ("other meta_magic", br#"{"version":1,"meta_magic":"LMCIDX02"}"#.to_vec(), "meta_magic \"LMCIDX02\""),
+        ("next_slot past the device", br#"{"version":1,"next_slot":1000000}"#.to_vec(), "exceeds max_slots"),
+        ("another device's path", br#"{"version":1,"device_path":"/dev/other"}"#.to_vec(), "device_path \"/dev/other\" in checkpoint"),
     ];
     for (case, bytes, reason) in cases {
         image.write_checkpoint(&bytes);
@@ -292,6 +200,7 @@ fn payloads_that_are_not_checkpoints_are_ignored_with_their_reason() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn broken_entries_are_rejected_alone_and_the_rest_kept() {
     let image = Image::new();
     let (e0, e1, e2) = (
@@ -338,11 +247,7 @@ fn broken_entries_are_rejected_alone_and_the_rest_kept() {
         ("negative", "rejected", "offset is negative"),
         ("too large", "rejected", "offset is larger than 2^64 - 1"),
         ("huge size", "rejected", "size 18446744073709551615 exceeds"),
-        (
-            "offset as text",
-            "rejected",
-            "offset is a string, not an integer",
-        ),
+        ("offset as text", "rejected", "offset is a string, not an integer"),
         ("size null", "rejected", "size is null, not an integer"),
         ("a number", "rejected", "entry is a number, not an object"),
         ("a list", "rejected", "entry is an array, not an object"),
@@ -375,6 +280,7 @@ fn broken_entries_are_rejected_alone_and_the_rest_kept() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn corrupt_or_absurd_mirrors_fall_back_or_leave_an_empty_index() {
     let image = Image::new();
     let geometry = image.prepared.geometry;
@@ -385,62 +291,13 @@ fn corrupt_or_absurd_mirrors_fall_back_or_leave_an_empty_index() {
 
     // The newest mirror broken in each way: the older one (seq 1) wins.
     let broken: [(&str, CheckpointHeader, &str); 7] = [
-        (
-            "payload_len u64::MAX",
-            CheckpointHeader {
-                payload_len_bytes: u64::MAX,
-                ..newest
-            },
-            "exceeds",
-        ),
-        (
-            "payload_len capacity + 1",
-            CheckpointHeader {
-                payload_len_bytes: capacity + 1,
-                ..newest
-            },
-            "exceeds",
-        ),
-        (
-            "payload_len 0",
-            CheckpointHeader {
-                payload_len_bytes: 0,
-                ..newest
-            },
-            "length is 0",
-        ),
-        (
-            "payload_len whole mirror",
-            CheckpointHeader {
-                payload_len_bytes: capacity,
-                ..newest
-            },
-            "crc32",
-        ),
-        (
-            "bad magic",
-            CheckpointHeader {
-                magic: [0xff; 8],
-                ..newest
-            },
-            "magic",
-        ),
-        (
-            "bad version",
-            CheckpointHeader {
-                version: 7,
-                ..newest
-            },
-            "version 7",
-        ),
-        (
-            "bad CRC",
-            CheckpointHeader {
-                crc32: !newest.crc32,
-                ..newest
-            },
-            "crc32",
-        ),
+        ("payload_len u64::MAX", CheckpointHeader { payload_len_bytes: u64::MAX, ..newest }, "exceeds"),
+        ("payload_len capacity + 1", CheckpointHeader { payload_len_bytes: capacity + 1, ..newest }, "exceeds"),
+        ("payload_len 0", CheckpointHeader { payload_len_bytes: 0, ..newest }, "length is 0"),
+        ("payload_len whole mirror", CheckpointHeader { payload_len_bytes: capacity, ..newest }, "crc32"),
+        ("bad magic", CheckpointHeader { magic: [0xff; 8], ..newest }, "magic"),
+        ("bad version", CheckpointHeader { version: 7, ..newest }, "version 7"),
+        ("bad CRC", CheckpointHeader { crc32: !newest.crc32, ..newest }, "crc32"),
     ];
     for (case, header, reason) in broken {
         image.set_mirror_header(1, &header);
@@ -572,6 +429,7 @@ fn a_payload_forged_to_the_same_crc_cannot_smuggle_entries_past_validation() {
 }
 
 #[test]
+#[rustfmt::skip]
 fn devices_and_layouts_that_do_not_fit_are_typed_errors() {
     let image = Image::new();
     let len = std::fs::metadata(&image.path).unwrap().len();
@@ -612,112 +470,30 @@ fn devices_and_layouts_that_do_not_fit_are_typed_errors() {
     );
     // Each layout rule broken: its own FormatError, before any read.
     let rules: [(Layout, &str); 10] = [
-        (
-            Layout {
-                block_align: 3000,
-                ..layout()
-            },
-            "block_align 3000 is not a power of two",
-        ),
-        (
-            Layout {
-                block_align: 0,
-                ..layout()
-            },
-            "block_align 0 is not a power of two",
-        ),
-        (
-            Layout {
-                block_align: 16,
-                ..layout()
-            },
-            "block_align 16 is less than the 32 bytes of a checkpoint header",
-        ),
-        (
-            Layout {
-                header_bytes: 16,
-                block_align: 32,
-                ..layout()
-            },
-            "header_bytes 16 is less than the 24 bytes",
-        ),
-        (
-            Layout {
-                header_bytes: 6000,
-                ..layout()
-            },
-            "header_bytes 6000 is not a multiple",
-        ),
-        (
-            Layout {
-                slot_bytes: 4096,
-                ..layout()
-            },
-            "slot_bytes 4096 leaves no payload room",
-        ),
-        (
-            Layout {
-                slot_bytes: 10000,
-                ..layout()
-            },
-            "slot_bytes 10000 is not a multiple",
-        ),
-        (
-            Layout {
-                meta_total_bytes: 4096,
-                ..layout()
-            },
-            "meta_total_bytes 4096 is not larger",
-        ),
-        (
-            Layout {
-                meta_magic: *b"LMC\xffDX01",
-                ..layout()
-            },
-            "not ASCII",
-        ),
-        (
-            Layout {
-                meta_version: 0,
-                ..layout()
-            },
-            "meta_version is 0",
-        ),
+        (Layout { block_align: 3000, ..layout() }, "block_align 3000 is not a power of two"),
+        (Layout { block_align: 0, ..layout() }, "block_align 0 is not a power of two"),
+        (Layout { block_align: 16, ..layout() }, "block_align 16 is less than the 32 bytes of a checkpoint header"),
+        (Layout { header_bytes: 16, block_align: 32, ..layout() }, "header_bytes 16 is less than the 24 bytes"),
+        (Layout { header_bytes: 6000, ..layout() }, "header_bytes 6000 is not a multiple"),
+        (Layout { slot_bytes: 4096, ..layout() }, "slot_bytes 4096 leaves no payload room"),
+        (Layout { slot_bytes: 10000, ..layout() }, "slot_bytes 10000 is not a multiple"),
+        (Layout { meta_total_bytes: 4096, ..layout() }, "meta_total_bytes 4096 is not larger"),
+        (Layout { meta_magic: *b"LMC\xffDX01", ..layout() }, "not ASCII"),
+        (Layout { meta_version: 0, ..layout() }, "meta_version is 0"),
     ];
     for (layout, message) in rules {
         let error = layout_error(&image.path, layout);
         assert!(error.to_string().contains(message), "{error} / {message}");
     }
-    let error = layout_error(
-        &image.path,
-        Layout {
-            meta_total_bytes: 8192,
-            ..layout()
-        },
-    );
-    assert!(
-        matches!(error, FormatError::MirrorTooSmall { .. }),
-        "{error}"
-    );
+    let error = layout_error(&image.path, Layout { meta_total_bytes: 8192, ..layout() });
+    assert!(matches!(error, FormatError::MirrorTooSmall { .. }), "{error}");
     // A layout other than the writer's: the checkpoint is ignored, or no mirror matches.
-    let other = Layout {
-        slot_bytes: 16 << 10,
-        ..layout()
-    };
-    assert_ignored(
-        "other slot_bytes",
-        &bring_up_with(&image.path, other).unwrap(),
-        "slot_bytes 8192 in checkpoint, 16384 configured",
-    );
-    let other = Layout {
-        meta_magic: *b"LMCIDX02",
-        ..layout()
-    };
+    let other = Layout { slot_bytes: 16 << 10, ..layout() };
     let recovered = bring_up_with(&image.path, other).unwrap();
-    assert_eq!(
-        recovered.report.checkpoint, None,
-        "no mirror has the configured magic"
-    );
+    assert_ignored("other slot_bytes", &recovered, "slot_bytes 8192 in checkpoint, 16384 configured");
+    let other = Layout { meta_magic: *b"LMCIDX02", ..layout() };
+    let recovered = bring_up_with(&image.path, other).unwrap();
+    assert_eq!(recovered.report.checkpoint, None, "no mirror has the configured magic");
     assert_eq!(std::fs::metadata(&image.path).unwrap().len(), len);
 }
 
@@ -793,30 +569,15 @@ fn assert_exit(case: &str, output: &Output, code: i32, stderr_lines: usize) -> S
 }
 
 #[test]
+#[rustfmt::skip]
 fn the_command_exits_with_its_documented_code_and_one_line() {
     let image = Image::new();
     let path = image.path.to_str().unwrap();
     for (case, flags, needle) in [
-        (
-            "header below 24 bytes",
-            ["--header-bytes", "16", "--block-align", "32"],
-            "header_bytes 16",
-        ),
-        (
-            "slot not above header",
-            ["--slot-bytes", "4096", "--header-bytes", "4096"],
-            "slot_bytes 4096",
-        ),
-        (
-            "metadata too small",
-            ["--meta-total-bytes", "8192", "--block-align", "4096"],
-            "mirror",
-        ),
-        (
-            "version 0",
-            ["--meta-version", "0", "--block-align", "4096"],
-            "meta_version is 0",
-        ),
+        ("header below 24 bytes", ["--header-bytes", "16", "--block-align", "32"], "header_bytes 16"),
+        ("slot not above header", ["--slot-bytes", "4096", "--header-bytes", "4096"], "slot_bytes 4096"),
+        ("metadata too small", ["--meta-total-bytes", "8192", "--block-align", "4096"], "mirror"),
+        ("version 0", ["--meta-version", "0", "--block-align", "4096"], "meta_version is 0"),
     ] {
         let output = rbio(&[&["bringup", path][..], &flags].concat());
         let text = assert_exit(case, &output, 2, 1);
@@ -824,12 +585,7 @@ fn the_command_exits_with_its_documented_code_and_one_line() {
     }
     let truncated = image.path.with_extension("cut");
     std::fs::copy(&image.path, &truncated).unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&truncated)
-        .unwrap()
-        .set_len(32 << 10)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&truncated).unwrap().set_len(32 << 10).unwrap();
     let output = rbio(&[
         "bringup",
         truncated.to_str().unwrap(),
@@ -841,22 +597,10 @@ fn the_command_exits_with_its_documented_code_and_one_line() {
     // Payloads that are not checkpoints: exit 4, the reason in the report, nothing on stderr.
     let deep = format!(r#"{{"version":1,"x":{}}}"#, "[".repeat(10_000));
     for (case, bytes, reason) in [
-        (
-            "wrong types",
-            br#"{"version":1,"next_slot":"3"}"#.to_vec(),
-            "next_slot is a string",
-        ),
-        (
-            "huge number",
-            br#"{"version":1,"next_slot":1e999}"#.to_vec(),
-            "not JSON",
-        ),
+        ("wrong types", br#"{"version":1,"next_slot":"3"}"#.to_vec(), "next_slot is a string"),
+        ("huge number", br#"{"version":1,"next_slot":1e999}"#.to_vec(), "not JSON"),
         ("deep nesting", deep.into_bytes(), "not JSON"),
-        (
-            "invalid UTF-8",
-            b"{\"version\":1,\"\xc3\x28\":1}".to_vec(),
-            "not UTF-8",
-        ),
+        ("invalid UTF-8", b"{\"version\":1,\"\xc3\x28\":1}".to_vec(), "not UTF-8"),
     ] {
         image.write_checkpoint(&bytes);
         for command in ["bringup", "inspect"] {
