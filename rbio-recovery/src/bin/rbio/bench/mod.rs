@@ -2,7 +2,8 @@
 //! engine and against fio replaying the very same header reads, in the same run.
 //!
 //! Each run is a child `rbio bringup --json` (fresh memory, its own peak), preceded by a drop
-//! of the page cache. Configurations are interleaved within each repetition, so a noisy
+//! of the page cache when permitted (a refusal is said on stderr and above the table).
+//! Configurations are interleaved within each repetition, so a noisy
 //! moment hurts one sample of each rather than every sample of one.
 
 mod fio;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use crate::args::BenchArgs;
 use crate::engines::{self, EngineConfig};
 use crate::exit::{Exit, Failure, UsageError};
-use crate::system;
+use crate::system::{self, CacheDropper};
 
 use self::fio::Fio;
 use self::results::{Context, Row};
@@ -40,10 +41,11 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
     } else {
         Fio::find(!args.quick)
     };
-    let page_cache = system::drop_page_cache();
-    if let Err(why) = &page_cache {
-        eprintln!("rbio bench: {why}");
-    }
+    // A cold start for every run is what the benchmark measures: the page cache is dropped
+    // before each (once up front too, so a refusal is said before the long runs), and the
+    // table says whether every drop worked.
+    let mut cache = CacheDropper::new("rbio bench");
+    cache.drop_now();
     let mut rows = Vec::new();
     for &entries in &entry_counts {
         rows.extend(measure(
@@ -53,6 +55,7 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
             repeat,
             direct,
             fio.as_ref().ok(),
+            &mut cache,
         )?);
     }
     results::set_speedups(&mut rows);
@@ -62,7 +65,7 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
         kernel: system::kernel(),
         cpu: system::cpu(),
         direct,
-        page_cache,
+        page_cache: cache.outcome(),
         fio: fio.map(|fio| fio.version),
     };
     print!("{}", results::table(&context, &rows));
@@ -129,6 +132,7 @@ fn measure(
     repeat: usize,
     direct: bool,
     fio: Option<&Fio>,
+    cache: &mut CacheDropper,
 ) -> Result<Vec<Row>, Failure> {
     let image = images::ensure(dir, entries)?;
     let probe = rbio_recovery::open_device(&image.path, direct)?;
@@ -149,7 +153,7 @@ fn measure(
             round + 1
         );
         for (index, config) in configs.iter().enumerate() {
-            let _ = system::drop_page_cache();
+            cache.drop_now();
             let sample = runner::run(&image, config, direct)?;
             samples[index].push(sample);
         }
@@ -158,7 +162,7 @@ fn measure(
                 if fio_samples.get(&depth).is_some_and(|s| s.len() > round) {
                     continue;
                 }
-                let _ = system::drop_page_cache();
+                cache.drop_now();
                 let iops = fio.replay(iolog, depth, direct)?;
                 fio_samples.entry(depth).or_default().push(iops);
             }
