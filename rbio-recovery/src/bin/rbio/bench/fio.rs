@@ -18,7 +18,8 @@ pub struct Fio {
 
 impl Fio {
     /// Finds fio, installing it with `apt-get install -y fio` when `install` allows and it is
-    /// missing. `Err` says why there is none.
+    /// missing; what the install did is said in one line on stderr. `Err` says why there is
+    /// none.
     pub fn find(install: bool) -> Result<Fio, String> {
         if let Some(version) = version() {
             return Ok(Fio { version });
@@ -27,26 +28,21 @@ impl Fio {
             return Err("fio is not installed (apt-get install -y fio)".to_owned());
         }
         eprintln!("rbio bench: fio is missing; installing it with apt-get install -y fio");
-        let installed = Command::new("apt-get")
-            .args(["install", "-y", "fio"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if !installed {
-            let _ = Command::new("apt-get")
-                .arg("update")
-                .stdout(Stdio::null())
-                .status();
-            let _ = Command::new("apt-get")
-                .args(["install", "-y", "fio"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status();
+        let installed = install_with("apt-get").and_then(|()| {
+            version().ok_or_else(|| "apt-get succeeded, but fio --version fails".to_owned())
+        });
+        match installed {
+            Ok(version) => {
+                eprintln!("rbio bench: installed {version}");
+                Ok(Fio { version })
+            }
+            Err(why) => {
+                eprintln!(
+                    "rbio bench: could not install fio: {why}; fio is left out (no % of fio)"
+                );
+                Err(format!("could not install fio: {why}"))
+            }
         }
-        version()
-            .map(|version| Fio { version })
-            .ok_or_else(|| "fio could not be installed (apt-get install -y fio failed)".to_owned())
     }
 
     /// Replays `iolog` with io_uring at `depth` and returns the reads per second.
@@ -84,6 +80,51 @@ impl Fio {
     }
 }
 
+/// Installs fio with `apt_get install -y fio`, and when that fails runs `apt_get update` and
+/// the install again. `Err` says why the last step failed.
+fn install_with(apt_get: &str) -> Result<(), String> {
+    let install = ["install", "-y", "fio"];
+    match run(apt_get, &install) {
+        Ok(()) => return Ok(()),
+        Err(Step::NotRun(why)) => return Err(why),
+        Err(Step::Failed(_)) => {}
+    }
+    run(apt_get, &["update"])
+        .and_then(|()| run(apt_get, &install))
+        .map_err(|step| match step {
+            Step::NotRun(why) | Step::Failed(why) => why,
+        })
+}
+
+/// Why a step of the install did not work.
+enum Step {
+    /// The program could not be started.
+    NotRun(String),
+    /// It ran and failed: its command, exit status and last line of stderr.
+    Failed(String),
+}
+
+/// Runs `program args` non-interactively, output captured.
+fn run(program: &str, args: &[&str]) -> Result<(), Step> {
+    let command = format!("{program} {}", args.join(" "));
+    let output = Command::new(program)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| Step::NotRun(format!("cannot run {command}: {error}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last_line = stderr.lines().map(str::trim).rfind(|line| !line.is_empty());
+    Err(Step::Failed(format!(
+        "{command} failed ({}): {}",
+        output.status,
+        last_line.unwrap_or("no message")
+    )))
+}
+
 fn version() -> Option<String> {
     let output = Command::new("fio").arg("--version").output().ok()?;
     output
@@ -113,6 +154,30 @@ pub fn write_iolog(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_install_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-apt-get");
+        let why = install_with(missing.to_str().unwrap()).unwrap_err();
+        assert!(why.starts_with("cannot run ") && why.contains("no-apt-get install -y fio"));
+
+        // An apt-get that knows no fio, before and after an update.
+        let apt_get = dir.path().join("apt-get");
+        std::fs::write(
+            &apt_get,
+            "#!/bin/sh\necho \"$@\" >> \"$0.log\"\n\
+             echo 'E: Unable to locate package fio' >&2\nexit 100\n",
+        )
+        .unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+        std::fs::set_permissions(&apt_get, mode).unwrap();
+        let why = install_with(apt_get.to_str().unwrap()).unwrap_err();
+        assert!(why.contains("update failed (exit status: 100)"), "{why}");
+        assert!(why.ends_with("E: Unable to locate package fio"), "{why}");
+        let log = std::fs::read_to_string(dir.path().join("apt-get.log")).unwrap();
+        assert_eq!(log, "install -y fio\nupdate\n");
+    }
 
     #[test]
     fn the_iolog_lists_every_read_between_open_and_close() {
