@@ -39,6 +39,11 @@ pub const OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// [`DROP_DRAIN_TIMEOUT`](crate::DROP_DRAIN_TIMEOUT) for the kernel; whatever it does not
 /// give back is leaked, never freed.
 ///
+/// If `io_uring_enter` fails with an error that is not transient (the ring cannot be entered
+/// again), the engine is broken: every pending operation, and every one submitted later,
+/// completes with [`IoError::Os`](rbio_core::IoError::Os) and that errno, at once. Those the
+/// kernel held come back without their buffers, which are leaked with the ring.
+///
 /// With the fastest flags (`SINGLE_ISSUER|DEFER_TASKRUN`) the ring belongs to the first thread
 /// that submits or reaps; moving the engine to another thread later rebuilds the ring there,
 /// and operations still in flight at that moment complete as

@@ -19,14 +19,13 @@ use std::cell::Cell;
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rbio_core::{Completion, Errno, IoError};
+use rbio_core::{Errno, IoError};
 
 use crate::codec::Codec;
 use crate::error::SetupError;
 use crate::flags::RingFlags;
 use crate::ring::Ring;
 use crate::setup::{self, Registrations};
-use crate::slot::SlotState;
 
 static NEXT_THREAD_TOKEN: AtomicU64 = AtomicU64::new(1);
 
@@ -99,7 +98,7 @@ impl<C: Codec> Ring<C> {
             return;
         }
         let abandoned = self.cqe_owed() > 0;
-        self.orphan_in_kernel();
+        self.stats.orphaned_count += self.abandon_in_kernel(&IoError::Canceled);
         let registrations = Registrations {
             fixed: self.fixed.as_ref(),
             file: self
@@ -125,35 +124,11 @@ impl<C: Codec> Ring<C> {
         self.enable_here();
     }
 
-    /// Completes every operation the kernel holds as canceled, leaking its buffer.
-    fn orphan_in_kernel(&mut self) {
-        let orphans: Vec<usize> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.state != SlotState::Waiting)
-            .map(|(key, _)| key)
-            .collect();
-        for key in orphans {
-            let slot = self.slots.remove(key);
-            if slot.state == SlotState::InKernel {
-                let info = slot.op.info();
-                self.ready
-                    .push(Completion::new(info, Err(IoError::Canceled), None));
-                self.stats.orphaned_count += 1;
-            }
-            // The kernel may still write into the buffer: it must never return to its pool.
-            std::mem::forget(slot.op);
-        }
-        self.in_kernel_count = 0;
-        self.zombie_count = 0;
-        self.cancel_count = 0;
-    }
-
     /// Marks the ring unusable: every operation from now on fails with the setup's errno.
     fn break_with(&mut self, error: &SetupError) {
         let source = std::error::Error::source(error)
             .and_then(|source| source.downcast_ref::<std::io::Error>())
             .and_then(std::io::Error::raw_os_error);
-        self.broken = Some(IoError::Os(Errno(source.unwrap_or(libc::EIO))));
+        self.break_ring(IoError::Os(Errno(source.unwrap_or(libc::EIO))));
     }
 }

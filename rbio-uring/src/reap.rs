@@ -58,10 +58,9 @@ impl<C: Codec> Ring<C> {
                         break;
                     }
                     let until = self.next_deadline().map_or(deadline, |d| d.min(deadline));
-                    if !self.wait_for_cqe(until.saturating_duration_since(now)) {
-                        // The ring refuses to wait: return rather than spin to the deadline.
-                        break;
-                    }
+                    // A permanent error breaks the ring, and the next pass hands out the
+                    // completions that made.
+                    self.wait_for_cqe(until.saturating_duration_since(now));
                 }
             }
         }
@@ -87,7 +86,7 @@ impl<C: Codec> Ring<C> {
     }
 
     /// Submits what is pushed and waits for one CQE, at most `timeout`; `false` if the
-    /// kernel refused with an error other than an interruption, a timeout or a busy ring.
+    /// kernel refused with a permanent error, which broke the ring (see `note_enter_error`).
     pub(crate) fn wait_for_cqe(&mut self, timeout: Duration) -> bool {
         let timespec = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&timespec);

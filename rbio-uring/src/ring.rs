@@ -28,7 +28,7 @@ use crate::flags::SetupReport;
 use crate::issuer::Issuer;
 use crate::readiness::RingReadiness;
 use crate::setup::{self, Registrations, RingPlan};
-use crate::slot::Slot;
+use crate::slot::{Slot, SlotState};
 use crate::stats::UringStats;
 
 /// How a core is configured, beyond its codec.
@@ -166,6 +166,48 @@ impl<C: Codec> Ring<C> {
         }
     }
 
+    /// Marks the ring unusable and completes every operation with `error`: those waiting with
+    /// their buffers, those the kernel holds without theirs (see `abandon_in_kernel`). Later
+    /// submissions fail the same way, at once, so every caller gets an answer per operation.
+    pub(crate) fn break_ring(&mut self, error: IoError) {
+        if self.broken.is_some() {
+            return;
+        }
+        self.broken = Some(error.clone());
+        // The kernel may still write into what it holds: the ring and those buffers leak.
+        self.leak_ring |= self.cqe_owed() > 0;
+        self.abandon_in_kernel(&error);
+        self.fail_waiting(error);
+    }
+
+    /// Completes every operation the kernel holds with `error` and no buffer, and drops the
+    /// zombies: the kernel may still write into their buffers, so they are leaked, never
+    /// returned to their pools. Afterwards the kernel is owed no CQE; the caller leaks the
+    /// ring that held them. Returns how many operations it completed.
+    pub(crate) fn abandon_in_kernel(&mut self, error: &IoError) -> u64 {
+        let held: Vec<usize> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.state != SlotState::Waiting)
+            .map(|(key, _)| key)
+            .collect();
+        let mut completed_count = 0;
+        for key in held {
+            let slot = self.slots.remove(key);
+            if slot.state == SlotState::InKernel {
+                let info = slot.op.info();
+                self.ready
+                    .push(Completion::new(info, Err(error.clone()), None));
+                completed_count += 1;
+            }
+            std::mem::forget(slot.op);
+        }
+        self.in_kernel_count = 0;
+        self.zombie_count = 0;
+        self.cancel_count = 0;
+        completed_count
+    }
+
     /// Operations submitted and not yet handed out by `reap`.
     pub(crate) fn pending_count(&self) -> usize {
         self.slots.len() - self.zombie_count + self.ready.len()
@@ -202,7 +244,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use io_uring::{cqueue, squeue};
-    use rbio_core::{Buffer, Errno, IoError, Wait};
+    use rbio_core::{Buffer, BufferPool, Errno, IoError, Wait};
 
     use super::*;
     use crate::block::{BlockCodec, FileTarget};
@@ -368,6 +410,76 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "the kernel made a completion queue of 4 entries; the window needs 16"
+        );
+    }
+
+    /// Review finding (MEDIUM, submit.rs/reap.rs): after a permanent `io_uring_enter` error,
+    /// `reap` returned 0 at once, forever, with the errno only in `stats.enter_error`, so the
+    /// operations never completed and a stream reported a stall. The ring is now broken and
+    /// every operation completes with the errno; the kernel's buffers are leaked, not freed.
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_permanent_enter_error_completes_every_operation_with_its_errno() {
+        let codec = BlockCodec {
+            target: FileTarget::Fixed,
+            iopoll: false,
+            null_io: false,
+        };
+        let config = CoreConfig {
+            device: Arc::new(Device::open("/dev/ptmx").expect("open /dev/ptmx")),
+            window: 4,
+            plan: RingPlan::for_window(4, RingFlags::NONE, RingFlags::LADDER.to_vec()),
+            fixed: None,
+            register_file: true,
+            op_timeout: None,
+        };
+        let mut ring = Ring::new(codec, config).unwrap();
+        let pool = BufferPool::new(4096, 9, 4096).unwrap();
+        // Reads of a pty master with no data block in the kernel: 4 there, 4 behind the window.
+        let mut ops: Vec<Op> = (0..8u64)
+            .map(|tag| Op::read(tag, 0, pool.take().unwrap()))
+            .collect();
+        ring.submit(&mut ops);
+        assert_eq!((ring.in_kernel_count, ring.pending_count()), (4, 8));
+        let null = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: dup2 touches no memory: it makes the ring's descriptor number refer to
+        // /dev/null, which the ring (leaked below) would close once. The ring's mappings hold
+        // the io_uring instance, and the reads in it, alive, so nothing is freed under them.
+        let replaced = unsafe { libc::dup2(null.as_raw_fd(), ring.ring.as_raw_fd()) };
+        assert_eq!(replaced, ring.ring.as_raw_fd(), "dup2 failed");
+
+        let mut completions = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while completions.len() < 8 && Instant::now() < deadline {
+            ring.reap(&mut completions, Wait::Until(deadline));
+        }
+        completions.sort_by_key(Completion::tag);
+        let not_a_ring = Err(IoError::Os(Errno(libc::EOPNOTSUPP)));
+        assert_eq!(completions.len(), 8, "{:?}", ring.stats);
+        assert_eq!(ring.stats.enter_error, Some(Errno(libc::EOPNOTSUPP)));
+        for completion in &completions {
+            assert_eq!(completion.result(), &not_a_ring, "{}", completion.info());
+            let in_kernel = completion.tag() < 4;
+            assert_eq!(
+                completion.buffer().is_none(),
+                in_kernel,
+                "tag {}",
+                completion.tag()
+            );
+        }
+        assert_eq!(ring.pending_count(), 0);
+
+        // Later operations fail at once, with their buffers.
+        ring.submit(&mut vec![Op::read(8, 0, pool.take().unwrap())]);
+        let mut later = Vec::new();
+        assert_eq!(ring.reap(&mut later, Wait::Nothing), 1);
+        assert_eq!(later[0].result(), &not_a_ring);
+        assert!(later[0].buffer().is_some());
+        drop((completions, later, ring));
+        assert_eq!(
+            pool.taken_count(),
+            4,
+            "the kernel's buffers are leaked, not freed"
         );
     }
 }

@@ -23,6 +23,7 @@ pub struct UringStats {
     pub rehome_count: u64,
     /// Operations completed as canceled because the thread that could reap them was left.
     pub orphaned_count: u64,
-    /// The last unexpected error of `io_uring_enter`, if any.
+    /// The error that made `io_uring_enter` unusable (the ring is then broken: every
+    /// operation completes with it), or the last error registering the readiness eventfd.
     pub enter_error: Option<Errno>,
 }

@@ -23,6 +23,9 @@ impl<C: Codec> Ring<C> {
         }
         while self.push_waiting(self.sqes_per_enter_max) {
             self.submit_pushed();
+            if self.broken.is_some() {
+                return;
+            }
         }
     }
 
@@ -77,8 +80,12 @@ impl<C: Codec> Ring<C> {
         false
     }
 
-    /// Pushes a cancel for the SQE with `target` user data; `false` if the SQ is full.
+    /// Pushes a cancel for the SQE with `target` user data; `false` if the SQ is full or the
+    /// ring is broken (nothing of it is in the kernel's hands any more).
     pub(crate) fn push_cancel(&mut self, target: u64) -> bool {
+        if self.broken.is_some() {
+            return false;
+        }
         let mut sqe = C::Sqe::from(opcode::AsyncCancel::new(target).build());
         sqe.set_user_data(CANCEL_USER_DATA);
         let mut sq = self.ring.submission();
@@ -111,20 +118,32 @@ impl<C: Codec> Ring<C> {
         }
     }
 
-    /// Records an `io_uring_enter` error other than the expected transient ones; `true` if
-    /// it was one of those others.
+    /// Handles an `io_uring_enter` error; `true` if it was permanent and broke the ring.
+    ///
+    /// `EINTR`, `EAGAIN`, `EBUSY`, `ETIME` and `ENOMEM` pass: the next enter tries again.
+    /// Any other error says the ring cannot be entered at all (a closed or foreign ring fd,
+    /// a dead SQPOLL thread, an argument the kernel refuses), and would say so again on every
+    /// later enter, so waiting on would only turn into a stall: the errno is recorded in
+    /// `UringStats::enter_error` and the ring is broken, completing every operation with it.
     pub(crate) fn note_enter_error(&mut self, error: &std::io::Error) -> bool {
         let errno = Errno(error.raw_os_error().unwrap_or(0));
-        let expected = [libc::EINTR, libc::EAGAIN, libc::EBUSY, libc::ETIME];
-        let unexpected = !expected.contains(&errno.0);
-        if unexpected {
-            self.stats.enter_error = Some(errno);
+        let transient = [
+            libc::EINTR,
+            libc::EAGAIN,
+            libc::EBUSY,
+            libc::ETIME,
+            libc::ENOMEM,
+        ];
+        if transient.contains(&errno.0) {
+            return false;
         }
-        unexpected
+        self.stats.enter_error = Some(errno);
+        self.break_ring(IoError::Os(errno));
+        true
     }
 
     /// Completes every waiting operation with `error` (the ring is unusable).
-    fn fail_waiting(&mut self, error: IoError) {
+    pub(crate) fn fail_waiting(&mut self, error: IoError) {
         while let Some((key, generation)) = self.waiting.pop_front() {
             let live = self.slots.get(key).is_some_and(|slot| {
                 slot.generation == generation && slot.state == SlotState::Waiting
