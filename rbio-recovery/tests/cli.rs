@@ -169,6 +169,12 @@ fn a_checkpoint_for_another_device_path_exits_4() {
     let output = rbio(&args);
     assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
     assert!(stdout(&output).contains("checkpoint ignored"));
+
+    // inspect exits as bringup would.
+    args[0] = "inspect";
+    let output = rbio(&args);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(stdout(&output).contains("bringup would ignore it"));
 }
 
 #[test]
@@ -218,8 +224,10 @@ fn help_documents_the_exit_codes() {
     for code in [
         "0  success",
         "2  device",
-        "3  bringup",
+        "2  device, layout or engine error: nothing was recovered (inspect: a mirror",
+        "3  bringup recovered the index, but some slot headers or a checkpoint mirror",
         "4  bringup",
+        "inspect: bringup would ignore",
         "5  bench",
     ] {
         assert!(out.contains(code), "{code:?} missing from --help:\n{out}");

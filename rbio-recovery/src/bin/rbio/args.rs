@@ -11,9 +11,11 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  usage: bad arguments, or an action refused without --force
-  2  device, layout or engine error: nothing was recovered
-  3  bringup recovered the index, but some slot headers were unreadable
-  4  bringup ignored the checkpoint as a whole (the index starts empty; the report says why)
+  2  device, layout or engine error: nothing was recovered (inspect: a mirror was unreadable)
+  3  bringup recovered the index, but some slot headers or a checkpoint mirror were unreadable
+     (a newer checkpoint may have been in that mirror)
+  4  bringup ignored the checkpoint as a whole (the index starts empty; the report says why;
+     inspect: bringup would ignore the chosen checkpoint)
   5  bench: a row's speed-up over serial fell below the --baseline by more than --margin";
 
 /// Fast, safe bringup of LMCache raw_block cache devices over pluggable I/O engines.

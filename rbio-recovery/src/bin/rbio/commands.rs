@@ -6,11 +6,11 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rbio_core::{BufferPool, Device, PAGE_BYTES};
+use rbio_core::{BufferPool, Device, OpError, PAGE_BYTES};
 use rbio_recovery::{
     inspect, open_device, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
-    DevicePathPolicy, ExpectedState, InspectOptions, PrepareSpec, Report, SlotPlacement,
-    WriteError,
+    DevicePathPolicy, ExpectedState, InspectOptions, Inspection, MirrorStatus, MirrorVerdict,
+    PrepareSpec, Report, SlotPlacement, WriteError,
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
@@ -45,12 +45,39 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     Ok(exit_of(&recovered.report))
 }
 
-/// The exit status a bringup report calls for.
+/// The exit status a bringup report calls for: 4 when the checkpoint was ignored as a whole,
+/// 3 when a slot header or a checkpoint mirror could not be read (a newer checkpoint may have
+/// been in that mirror), else 0.
 pub fn exit_of(report: &Report) -> Exit {
     if report.ignored.is_some() {
         Exit::CheckpointIgnored
-    } else if report.counts.unreadable() > 0 {
+    } else if report.counts.unreadable() > 0 || unreadable_mirror(&report.mirrors).is_some() {
         Exit::Unreadable
+    } else {
+        Exit::Success
+    }
+}
+
+/// The first mirror the device did not deliver, and why.
+fn unreadable_mirror(mirrors: &[MirrorStatus]) -> Option<(usize, &OpError)> {
+    mirrors.iter().find_map(|mirror| match &mirror.verdict {
+        MirrorVerdict::Unreadable(error) => Some((mirror.mirror_index, error)),
+        _ => None,
+    })
+}
+
+/// The exit status an inspection calls for, in bringup's terms: 2 when a mirror could not be
+/// read (the inspection is incomplete; one line on stderr says which and why), 4 when bringup
+/// would ignore the chosen checkpoint, else 0.
+fn inspect_exit(inspection: &Inspection) -> Exit {
+    if let Some((mirror_index, error)) = unreadable_mirror(&inspection.mirrors) {
+        eprintln!(
+            "rbio: error: mirror {mirror_index} could not be read: {}",
+            exit::chain(error)
+        );
+        Exit::DeviceError
+    } else if inspection.ignored.is_some() {
+        Exit::CheckpointIgnored
     } else {
         Exit::Success
     }
@@ -86,7 +113,7 @@ pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
     } else {
         print!("{}", render::inspect_text(&inspection));
     }
-    Ok(Exit::Success)
+    Ok(inspect_exit(&inspection))
 }
 
 /// A one-buffer pool for engines whose work brings its own buffers.
@@ -330,6 +357,81 @@ fn checkpoint_damage(arg: CheckpointDamageArg) -> CheckpointDamage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rbio_core::{Errno, IoError, OpInfo, OpKind};
+    use rbio_recovery::{ChosenCheckpoint, Counts, Layout};
+
+    /// Mirror 0 as the device failed to deliver it, mirror 1 valid.
+    fn mirrors_with_one_unreadable() -> Vec<MirrorStatus> {
+        let info = OpInfo {
+            kind: OpKind::Read,
+            tag: 0,
+            offset_bytes: 0,
+            len_bytes: 4096,
+        };
+        let error = OpError {
+            info,
+            error: IoError::Os(Errno::EIO),
+        };
+        let status = |mirror_index, verdict| MirrorStatus {
+            mirror_index,
+            offset_bytes: mirror_index as u64 * (128 << 20),
+            header: None,
+            verdict,
+        };
+        vec![
+            status(0, MirrorVerdict::Unreadable(error)),
+            status(1, MirrorVerdict::Valid),
+        ]
+    }
+
+    fn report(mirrors: Vec<MirrorStatus>) -> Report {
+        Report {
+            engine: "serial".to_owned(),
+            mirrors,
+            checkpoint: Some(ChosenCheckpoint {
+                mirror_index: 1,
+                seq: 1,
+                payload_len_bytes: 100,
+            }),
+            ignored: None,
+            verified: true,
+            counts: Counts::default(),
+            entries: Vec::new(),
+            phases: Default::default(),
+            header_buffer_bytes_max: 0,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn inspection(mirrors: Vec<MirrorStatus>) -> Inspection {
+        Inspection {
+            geometry: Layout::default().validate(1 << 30).unwrap(),
+            mirrors,
+            checkpoint: None,
+            head: None,
+            ignored: None,
+            entry_count: 0,
+            rejected_count: 0,
+            entries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_unreadable_mirror_is_not_success() {
+        let mut valid = mirrors_with_one_unreadable();
+        valid[0].verdict = MirrorVerdict::Valid;
+        assert_eq!(exit_of(&report(valid.clone())), Exit::Success);
+        assert_eq!(inspect_exit(&inspection(valid)), Exit::Success);
+        // Bringup recovered from mirror 1, but mirror 0 may have held a newer checkpoint.
+        assert_eq!(
+            exit_of(&report(mirrors_with_one_unreadable())),
+            Exit::Unreadable
+        );
+        assert_eq!(
+            inspect_exit(&inspection(mirrors_with_one_unreadable())),
+            Exit::DeviceError
+        );
+    }
 
     #[test]
     fn damage_specs_parse_or_say_why() {

@@ -11,7 +11,11 @@ pub type Failure = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum Exit {
     /// 0: success.
     Success,
-    /// 3: bringup recovered the index, but some slot headers could not be read.
+    /// 2: the device did not deliver what was asked (`inspect`: a mirror); the output says
+    /// what is missing and one line on stderr why.
+    DeviceError,
+    /// 3: bringup recovered the index, but some slot headers or a checkpoint mirror could not
+    /// be read.
     Unreadable,
     /// 4: bringup ignored the checkpoint as a whole; the index starts empty.
     CheckpointIgnored,
@@ -29,6 +33,7 @@ impl Exit {
     pub fn code(self) -> ExitCode {
         ExitCode::from(match self {
             Exit::Success => 0,
+            Exit::DeviceError => EXIT_FAILURE,
             Exit::Unreadable => 3,
             Exit::CheckpointIgnored => 4,
             Exit::Regression => 5,
