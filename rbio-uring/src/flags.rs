@@ -67,6 +67,15 @@ impl RingFlags {
         self.contains(RingFlags::SINGLE_ISSUER) && !self.contains(RingFlags::SQPOLL)
     }
 
+    /// Whether `io_uring_enter` polls for completions itself (IOPOLL without SQPOLL, the
+    /// kernel's `syscall_iopoll`). Such an enter ignores the wait timeout: it polls the device
+    /// until enough CQEs arrive, a signal, or the scheduler wants the CPU back
+    /// (`io_iopoll_check`), which with a stuck command on an idle CPU may be long after any
+    /// deadline. With SQPOLL the kernel thread polls and the enter waits with its timeout.
+    pub(crate) fn polls_in_enter(self) -> bool {
+        self.contains(RingFlags::IOPOLL) && !self.contains(RingFlags::SQPOLL)
+    }
+
     /// Task-run modes need `TASKRUN_FLAG` for the engine to see waiting completion work.
     pub(crate) fn normalized(self) -> RingFlags {
         if self.contains(RingFlags::COOP_TASKRUN) || self.contains(RingFlags::DEFER_TASKRUN) {
@@ -197,5 +206,17 @@ mod tests {
         assert!(!RingFlags::SINGLE_ISSUER
             .union(RingFlags::SQPOLL)
             .is_thread_bound());
+    }
+
+    /// Review finding (LOW, IOPOLL rings): the kernel ignores the `io_uring_enter` wait
+    /// timeout when the enter itself polls, so such a ring must never wait in the kernel.
+    #[test]
+    fn only_iopoll_without_sqpoll_polls_in_enter() {
+        assert!(RingFlags::IOPOLL.polls_in_enter());
+        assert!(RingFlags::IOPOLL
+            .union(RingFlags::LADDER[0])
+            .polls_in_enter());
+        assert!(!RingFlags::IOPOLL.union(RingFlags::SQPOLL).polls_in_enter());
+        assert!(!RingFlags::LADDER[0].polls_in_enter());
     }
 }

@@ -1,6 +1,6 @@
 //! Reaping: CQEs become completions, retries or continuations; the window is refilled at once;
-//! waits loop until something completes or the deadline passes (a wait can end early with no
-//! completion, as polled rings do).
+//! waits loop until something completes or the deadline passes, checking the deadline on
+//! every pass (a wait can end early with no completion, as every wait on a polled ring does).
 
 use std::time::{Duration, Instant};
 
@@ -87,11 +87,22 @@ impl<C: Codec> Ring<C> {
 
     /// Submits what is pushed and waits for one CQE, at most `timeout`; `false` if the
     /// kernel refused with a permanent error, which broke the ring (see `note_enter_error`).
+    ///
+    /// A ring whose enter polls (IOPOLL) does not wait: the kernel would ignore the timeout
+    /// and could poll a stuck command far past it. It polls once, without spinning, and
+    /// returns; every caller loops and checks its own deadline on each pass (`reap`,
+    /// `cancel_and_drain`), so its waits end on time there too, at the cost of spinning in
+    /// user space instead of in the kernel, as polling does anyway.
     pub(crate) fn wait_for_cqe(&mut self, timeout: Duration) -> bool {
-        let timespec = types::Timespec::from(timeout);
-        let args = types::SubmitArgs::new().timespec(&timespec);
         self.stats.enter_count += 1;
-        match self.ring.submitter().submit_with_args(1, &args) {
+        let entered = if self.report.flags.polls_in_enter() {
+            self.ring.submit_and_wait(0)
+        } else {
+            let timespec = types::Timespec::from(timeout);
+            let args = types::SubmitArgs::new().timespec(&timespec);
+            self.ring.submitter().submit_with_args(1, &args)
+        };
+        match entered {
             Ok(_) => true,
             Err(error) => !self.note_enter_error(&error),
         }

@@ -32,7 +32,8 @@ impl<C: Codec> Drop for Ring<C> {
 
 impl<C: Codec> Ring<C> {
     /// Cancels every operation in the kernel and reaps CQEs until none is owed or `timeout`
-    /// passes; `true` if none is owed.
+    /// passes; `true` if none is owed. The time is checked on every pass, since a wait can
+    /// end early (on a polled ring every wait is one poll; see `wait_for_cqe`).
     fn cancel_and_drain(&mut self, timeout: Duration) -> bool {
         let targets: Vec<u64> = self
             .slots
