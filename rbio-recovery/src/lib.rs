@@ -15,7 +15,7 @@ mod writer;
 
 pub use bringup::{
     open_device, Bringup, BringupError, BringupOptions, IndexEntry, MirrorStatus, MirrorVerdict,
-    Phase, Progress, Recovered,
+    Phase, Progress, Recovered, FREE_SLOTS_MAX,
 };
 pub use format::{
     crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,
