@@ -217,6 +217,24 @@ fn bad_flags_give_one_line_and_exit_1() {
 }
 
 #[test]
+fn counts_out_of_range_are_usage_errors() {
+    // A huge --window once made bringup allocate a pool that size and abort.
+    let cases: [(&[&str], &str); 8] = [
+        (&["bringup", "/dev/null", "--window", "40000"], "1..=32768"),
+        (&["bringup", "/dev/null", "--window", "0"], "--window"),
+        (&["inspect", "/dev/null", "--window", "99999999999"], "--window"),
+        (&["bringup", "/dev/null", "--workers", "0"], "--workers"),
+        (&["bringup", "/dev/null", "--workers", "257"], "1..=256"),
+        (&["demo", "--entries", "100000000000"], "--entries"),
+        (&["prepare", "/dev/null", "--entries", "100000000001"], "--entries"),
+        (&["bench", "--entries", "300,100000000000"], "--entries"),
+    ];
+    for (args, needle) in cases {
+        assert_one_line_failure(&rbio(args), 1, needle);
+    }
+}
+
+#[test]
 fn help_documents_the_exit_codes() {
     let output = rbio(&["--help"]);
     assert!(output.status.success());

@@ -2,10 +2,16 @@
 
 use std::path::PathBuf;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rbio_recovery::{KeyNamespace, Layout};
 
-use crate::engines::EngineKind;
+use crate::engines::{EngineKind, WINDOW_MAX, WORKERS_MAX};
+
+/// The most entries `demo`, `prepare` and `bench` make: far beyond a real checkpoint
+/// (LMCache's default 256 MiB metadata region holds about 700k), and small enough that no
+/// size computed from it overflows.
+pub const ENTRIES_MAX: u64 = 100_000_000;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -116,11 +122,13 @@ pub struct EngineArgs {
     /// The I/O engine [default: the fastest available: uring, else posix].
     #[arg(long, value_enum)]
     pub engine: Option<EngineKind>,
-    /// posix: worker threads [default: from the device and core count].
-    #[arg(long, value_name = "N")]
+    /// posix: worker threads, 1 to 256 [default: from the device and core count].
+    #[arg(long, value_name = "N", value_parser = count_in(1, WORKERS_MAX as u64))]
     pub workers: Option<usize>,
-    /// Header reads in flight at once (the io_uring window, the validation window).
-    #[arg(long, value_name = "OPS", default_value_t = 256)]
+    /// Header reads in flight at once, 1 to 32768 (the io_uring window, the validation
+    /// window).
+    #[arg(long, value_name = "OPS", default_value_t = 256,
+          value_parser = count_in(1, WINDOW_MAX as u64))]
     pub window: usize,
     /// uring: hand the kernel at most this many SQEs per io_uring_enter [default: a whole
     /// batch per enter]. 1 dispatches each read at once: faster on disks where the kernel
@@ -139,8 +147,9 @@ pub struct EngineArgs {
 /// `rbio demo`.
 #[derive(Clone, Debug, Args)]
 pub struct DemoArgs {
-    /// Entries in the example device.
-    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    /// Entries in the example device (at most 100,000,000).
+    #[arg(long, value_name = "N", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=ENTRIES_MAX))]
     pub entries: u64,
     /// Read through the page cache instead of O_DIRECT (the demo's default wherever the
     /// temporary directory's file system takes it: cold reads without touching the system).
@@ -160,8 +169,8 @@ pub struct DemoArgs {
 pub struct PrepareArgs {
     /// The image file (created or extended to fit) or block device to write.
     pub path: PathBuf,
-    /// Entries to write, one per slot.
-    #[arg(long, value_name = "N")]
+    /// Entries to write, one per slot (at most 100,000,000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=ENTRIES_MAX))]
     pub entries: u64,
     /// Write payloads too (by default only slot headers, as LMCache's bringup benchmark does).
     #[arg(long)]
@@ -267,8 +276,10 @@ pub struct InspectArgs {
 /// `rbio bench`.
 #[derive(Clone, Debug, Args)]
 pub struct BenchArgs {
-    /// Entry counts to measure (comma-separated) [default: 10000,100000,1000000; --quick: 10000].
-    #[arg(long, value_name = "N,...", value_delimiter = ',')]
+    /// Entry counts to measure (comma-separated, each 1 to 100,000,000) [default:
+    /// 10000,100000,1000000; --quick: 10000].
+    #[arg(long, value_name = "N,...", value_delimiter = ',',
+          value_parser = clap::value_parser!(u64).range(1..=ENTRIES_MAX))]
     pub entries: Vec<u64>,
     /// Runs of each configuration; the table shows the median and the spread.
     #[arg(long, value_name = "N")]
@@ -321,6 +332,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     number
         .checked_mul(1u64 << shift)
         .ok_or_else(|| format!("{text} does not fit in 64 bits"))
+}
+
+/// A count in `min..=max`; out of range is a usage error naming the range.
+fn count_in(min: u64, max: u64) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(min..=max)
 }
 
 /// Parses a checkpoint magic: exactly 8 ASCII bytes.

@@ -11,6 +11,11 @@ use rbio_uring::{NvmeEngine, UringEngine};
 
 use crate::args::EngineArgs;
 
+/// The largest `--window`: the io_uring engine's (its submission queue's size).
+pub const WINDOW_MAX: usize = rbio_uring::WINDOW_MAX;
+/// The most `--workers`: the posix engine's bound on threads.
+pub const WORKERS_MAX: usize = rbio_posix::WORKERS_MAX;
+
 /// An engine, as `--engine` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
 pub enum EngineKind {
