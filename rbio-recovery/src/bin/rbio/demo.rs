@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::args::DemoArgs;
 use crate::commands::tiny_pool;
 use crate::engines::{self, EngineConfig};
-use crate::exit::{Exit, Failure};
+use crate::exit::{Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render::{self, Table};
 use crate::system::{self, CacheDropper};
@@ -77,21 +77,35 @@ pub fn demo(args: &DemoArgs) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
+/// Checkpoint bytes per entry, with room to spare (both mirrors share the metadata region).
+const CHECKPOINT_BYTES_PER_ENTRY: u64 = 400;
+
 /// The LMCache layout with a metadata region large enough for `entries` (LMCache's 256 MiB
 /// default holds about 700k of them).
-pub fn layout_for(entries: u64) -> Layout {
-    let needed_bytes = (entries * 400).next_power_of_two();
-    Layout {
+///
+/// # Errors
+/// A usage error when that region's size does not fit in 64 bits.
+pub fn layout_for(entries: u64) -> Result<Layout, UsageError> {
+    let needed_bytes = entries
+        .checked_mul(CHECKPOINT_BYTES_PER_ENTRY)
+        .and_then(u64::checked_next_power_of_two)
+        .ok_or_else(|| {
+            UsageError::new(format!(
+                "--entries {entries}: the metadata region for that many entries does not fit \
+                 in 64 bits"
+            ))
+        })?;
+    Ok(Layout {
         meta_total_bytes: needed_bytes.max(Layout::default().meta_total_bytes),
         ..Layout::default()
-    }
+    })
 }
 
 fn prepare_image(image: &Path, entries: u64) -> Result<Prepared, Failure> {
     let damage = DAMAGE.map(|(fraction, kind)| ((entries as f64 * fraction) as u64, kind));
     let spec = PrepareSpec {
         damage: DamagePlan::explicit(damage.into_iter().filter(|(k, _)| *k < entries)),
-        ..PrepareSpec::new(layout_for(entries), entries)
+        ..PrepareSpec::new(layout_for(entries)?, entries)
     };
     let file = std::fs::File::create(image)
         .map_err(|error| format!("{}: cannot create: {error}", image.display()))?;
@@ -300,5 +314,23 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_grow_with_entries_and_refuse_overflow() {
+        let default_bytes = Layout::default().meta_total_bytes;
+        assert_eq!(layout_for(1000).unwrap().meta_total_bytes, default_bytes);
+        let big = layout_for(10_000_000).unwrap().meta_total_bytes;
+        assert_eq!(big, 4 << 30, "400 bytes each, rounded up to a power of two");
+        // The product overflows; then only the rounding up does.
+        for entries in [u64::MAX, 1 << 61, 1 << 55] {
+            let error = layout_for(entries).unwrap_err();
+            assert!(error.to_string().contains("does not fit"), "{error}");
+        }
     }
 }

@@ -34,7 +34,7 @@ pub fn ensure(dir: &Path, entries: u64) -> Result<Image, Failure> {
         .map_err(|error| format!("{}: cannot create: {error}", dir.display()))?;
     let path = dir.join(format!("bringup-{entries}.img"));
     let stamp_path = path.with_extension("json");
-    let layout = layout_for(entries);
+    let layout = layout_for(entries)?;
     let spec = PrepareSpec::new(layout.clone(), entries);
     let stamp = json!({
         "format": IMAGE_FORMAT,
