@@ -141,6 +141,10 @@ pub enum IoError {
         len_bytes: usize,
     },
     /// The operation was canceled before it completed (for example when its engine was dropped).
+    ///
+    /// No answer, like [`IoError::TimedOut`]: the operation may have been performed anyway. A
+    /// canceled write may or may not have reached the device, so its range is unknown until
+    /// it is written again or read back.
     Canceled,
     /// The device did not answer within the operation's timeout.
     TimedOut {

@@ -42,13 +42,15 @@ pub const OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// If `io_uring_enter` fails with an error that is not transient (the ring cannot be entered
 /// again), the engine is broken: every pending operation, and every one submitted later,
 /// completes with [`IoError::Os`](rbio_core::IoError::Os) and that errno, at once. Those the
-/// kernel held come back without their buffers, which are leaked with the ring.
+/// kernel held come back without their buffers, which are leaked with the ring; the errno is
+/// the ring's, not theirs, and such a write may or may not have reached the device.
 ///
 /// With the fastest flags (`SINGLE_ISSUER|DEFER_TASKRUN`) the ring belongs to the first thread
 /// that submits or reaps; moving the engine to another thread later rebuilds the ring there,
 /// and operations still in flight at that moment complete as
-/// [`IoError::Canceled`](rbio_core::IoError::Canceled). Keep an engine on one thread while it
-/// has work in flight.
+/// [`IoError::Canceled`](rbio_core::IoError::Canceled): no answer, as for a timeout, since
+/// the kernel still performs them and such a write may or may not reach the device. Keep an
+/// engine on one thread while it has work in flight.
 pub struct UringEngine {
     core: Ring<BlockCodec>,
 }

@@ -14,6 +14,11 @@
 //!   the old ring and the buffers (the kernel may still write into them), and rebuilds. Do
 //!   not move an engine between threads with operations in flight if that matters; or build
 //!   it with a flag ladder without `SINGLE_ISSUER`.
+//!
+//! `Canceled` there means "no answer", not "not done": the kernel still performs what it
+//! holds, so an orphaned write may or may not have reached the device, and an orphaned read's
+//! data is lost with its buffer. [`IoError::is_device_answer`] is `false` for it, as for a
+//! timeout; treat the written range as unknown until it is written again or read back.
 
 use std::cell::Cell;
 use std::mem::ManuallyDrop;

@@ -91,6 +91,55 @@ fn moved_with_work_in_flight_the_work_is_canceled_and_the_engine_goes_on() {
     );
 }
 
+/// Review finding (LOW, issuer.rs): rehoming reports writes the kernel still holds as
+/// `Canceled`, yet the kernel performs them. `Canceled` must read as "no answer"
+/// (`is_device_answer() == false`, as for a timeout), never as "not written": here the
+/// canceled writes do reach the file.
+#[test]
+fn moved_with_writes_in_flight_they_complete_with_no_answer() {
+    const WRITE_COUNT: u64 = 8;
+    let image = pattern_image(WRITE_COUNT * 4096);
+    let pool = BufferPool::new(4096, 8, 4096).unwrap();
+    let mut engine = UringEngine::builder(open(image.path(), true, true))
+        .window(8)
+        .flag_ladder(vec![RingFlags::LADDER[0]])
+        .build()
+        .expect("this kernel accepts SINGLE_ISSUER|DEFER_TASKRUN (6.1 or later)");
+    let mut writes: Vec<Op> = (0..WRITE_COUNT)
+        .map(|i| {
+            let mut buffer = pool.take().unwrap();
+            buffer.as_mut_slice().fill(0xee);
+            Op::write(i, i * 4096, buffer)
+        })
+        .collect();
+    // Submitted here and never reaped here, so only this thread could collect the CQEs.
+    engine.submit(&mut writes);
+    let canceled = on_thread(|| {
+        let mut canceled = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while canceled.len() < WRITE_COUNT as usize && Instant::now() < deadline {
+            engine.reap(&mut canceled, rbio_core::Wait::Until(deadline));
+        }
+        canceled
+    });
+    assert_eq!(canceled.len(), WRITE_COUNT as usize);
+    for completion in &canceled {
+        let error = completion.result().as_ref().unwrap_err();
+        assert_eq!(error, &IoError::Canceled, "{}", completion.info());
+        assert!(!error.is_device_answer(), "a canceled write is no answer");
+    }
+    // The kernel went on with the writes: the data arrives although each was canceled.
+    let written = vec![0xeeu8; (WRITE_COUNT * 4096) as usize];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read(image.path()).unwrap() != written {
+        assert!(
+            Instant::now() < deadline,
+            "the canceled writes never reached the file"
+        );
+        std::thread::yield_now();
+    }
+}
+
 #[test]
 fn dropped_on_a_foreign_thread_with_work_in_flight_it_leaks_at_once() {
     let image = pattern_image(1 << 20);
