@@ -5,7 +5,7 @@
 //! and gives its buffers back. Each case runs under a watchdog thread that fails it loudly
 //! instead of hanging the test run. (Issue #8.)
 
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rbio_core::{
@@ -19,16 +19,7 @@ const WATCHDOG: Duration = Duration::from_secs(20);
 const FOREVER: Duration = Duration::from_secs(3600);
 
 fn within<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (sender, receiver) = mpsc::channel();
-    let worker = std::thread::spawn(move || drop(sender.send(work())));
-    match receiver.recv_timeout(WATCHDOG) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("HANG: {what} not done in {WATCHDOG:?}"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("{what} returned without a result"),
-        },
-    }
+    rbio_core::conformance::within(what, WATCHDOG, work)
 }
 
 /// A serial engine on a 64 KiB file whose every operation stalls for an hour.

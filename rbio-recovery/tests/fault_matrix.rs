@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rbio_core::{
@@ -34,25 +34,13 @@ const ENTRY_COUNT: u64 = 3000;
 const BRINGUP_DEADLINE: Duration = Duration::from_secs(30);
 const STALL_TIMEOUT: Duration = Duration::from_millis(20);
 
-/// Runs `work` on its own thread and panics, naming `case`, if it has not finished within
-/// `limit`. A panic inside `work` is passed on as it is.
+/// The shared watchdog, with this file's argument order.
 fn within<T: Send + 'static>(
     limit: Duration,
     case: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let (sender, receiver) = mpsc::channel();
-    let worker = std::thread::spawn(move || drop(sender.send(work())));
-    match receiver.recv_timeout(limit) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("HANG: {case} did not finish within {limit:?}")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
-            Err(payload) => std::panic::resume_unwind(payload),
-            Ok(()) => unreachable!("{case} returned without a result"),
-        },
-    }
+    rbio_core::conformance::within(case, limit, work)
 }
 
 fn layout() -> Layout {

@@ -18,7 +18,8 @@ mod image;
 mod plan;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
 pub use image::pattern_byte;
 
@@ -155,4 +156,29 @@ pub fn run_all<E: Engine>(label: &str, factory: impl Fn(&Target) -> E) {
     Suite::new(format!("{label}/direct"))
         .direct(true)
         .run(&factory);
+}
+
+/// Runs `work` on its own thread and panics, naming `what`, if it has not returned within
+/// `limit`: the watchdog that turns a hang into a loud failure instead of a stuck test run. A
+/// panic inside `work` is passed on as it is. A hung `work` is left running (detached).
+///
+/// # Panics
+/// When `limit` passes first, or when `work` panics.
+pub fn within<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (sender, receiver) = mpsc::channel();
+    let worker = std::thread::spawn(move || drop(sender.send(work())));
+    match receiver.recv_timeout(limit) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("HANG: {what} did not finish within {limit:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(payload) => std::panic::resume_unwind(payload),
+            Ok(()) => unreachable!("{what} returned without sending its result"),
+        },
+    }
 }
