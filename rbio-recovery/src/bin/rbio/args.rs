@@ -176,8 +176,8 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub payloads: bool,
     /// Damage slot headers after the last checkpoint: `ENTRY:KIND` (repeatable, or
-    /// comma-separated), or `random:PER_MILLION`. KIND: bad_magic, zeroed, wrong_identity,
-    /// foreign_identity, wrong_length, payload_flip.
+    /// comma-separated), or `random:PER_MILLION` alone (the entries drawn from --seed). KIND:
+    /// bad_magic, zeroed, wrong_identity, foreign_identity, wrong_length, payload_flip.
     #[arg(long, value_name = "SPEC", value_delimiter = ',')]
     pub damage: Vec<String>,
     /// Damage the checkpoint mirrors after writing them.

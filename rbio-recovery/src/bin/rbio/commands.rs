@@ -132,7 +132,7 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
         } else {
             SlotPlacement::Sequential
         },
-        damage: damage_plan(&args.damage)?,
+        damage: damage_plan(&args.damage, args.seed)?,
         checkpoints: args.checkpoints,
         checkpoint_damage: checkpoint_damage(args.checkpoint_damage),
         ..PrepareSpec::new(args.layout.layout(), args.entries)
@@ -304,9 +304,11 @@ fn create_target(
     ))
 }
 
-/// Parses `--damage`: `ENTRY:KIND` items, or one `random:PER_MILLION`.
-fn damage_plan(items: &[String]) -> Result<DamagePlan, UsageError> {
+/// Parses `--damage`: `ENTRY:KIND` items, or one `random:PER_MILLION` alone, whose entries
+/// come from `seed` (prepare's `--seed`).
+fn damage_plan(items: &[String], seed: u64) -> Result<DamagePlan, UsageError> {
     let mut pairs = Vec::new();
+    let mut random = None;
     for item in items {
         let (left, right) = item.split_once(':').ok_or_else(|| {
             UsageError::new(format!(
@@ -319,10 +321,8 @@ fn damage_plan(items: &[String]) -> Result<DamagePlan, UsageError> {
                     "--damage {item:?}: {right:?} is not a count per million"
                 ))
             })?;
-            return Ok(DamagePlan::Random {
-                per_million,
-                seed: 1,
-            });
+            random = Some(per_million);
+            continue;
         }
         let entry_index: u64 = left.parse().map_err(|_| {
             UsageError::new(format!(
@@ -338,11 +338,15 @@ fn damage_plan(items: &[String]) -> Result<DamagePlan, UsageError> {
         })?;
         pairs.push((entry_index, kind));
     }
-    Ok(if pairs.is_empty() {
-        DamagePlan::None
-    } else {
-        DamagePlan::explicit(pairs)
-    })
+    match random {
+        Some(_) if items.len() > 1 => Err(UsageError::new(format!(
+            "--damage {}: random:PER_MILLION stands alone, not with other items",
+            items.join(",")
+        ))),
+        Some(per_million) => Ok(DamagePlan::Random { per_million, seed }),
+        None if pairs.is_empty() => Ok(DamagePlan::None),
+        None => Ok(DamagePlan::explicit(pairs)),
+    }
 }
 
 fn checkpoint_damage(arg: CheckpointDamageArg) -> CheckpointDamage {
@@ -435,19 +439,40 @@ mod tests {
 
     #[test]
     fn damage_specs_parse_or_say_why() {
-        let plan = damage_plan(&["3:bad_magic".into(), "9:wrong_length".into()]).unwrap();
+        let plan = damage_plan(&["3:bad_magic".into(), "9:wrong_length".into()], 0).unwrap();
         assert_eq!(plan.damage_of(3), Some(Damage::BadMagic));
         assert_eq!(plan.damage_of(9), Some(Damage::WrongLength));
         assert_eq!(plan.damage_of(4), None);
         assert!(matches!(
-            damage_plan(&["random:1000".into()]).unwrap(),
+            damage_plan(&["random:1000".into()], 0).unwrap(),
             DamagePlan::Random {
                 per_million: 1000,
                 ..
             }
         ));
-        let error = damage_plan(&["3:melted".into()]).unwrap_err();
+        let error = damage_plan(&["3:melted".into()], 0).unwrap_err();
         assert!(error.to_string().contains("unknown kind"), "{error}");
-        assert!(damage_plan(&["x".into()]).is_err());
+        assert!(damage_plan(&["x".into()], 0).is_err());
+    }
+
+    #[test]
+    fn random_damage_takes_the_seed_and_stands_alone() {
+        assert_eq!(
+            damage_plan(&["random:500".into()], 42).unwrap(),
+            DamagePlan::Random {
+                per_million: 500,
+                seed: 42
+            }
+        );
+        // Once random: returned early and the explicit item after it was lost.
+        for items in [
+            ["random:500", "7:bad_magic"],
+            ["7:bad_magic", "random:500"],
+            ["random:500", "random:9"],
+        ] {
+            let items: Vec<String> = items.map(str::to_owned).to_vec();
+            let error = damage_plan(&items, 0).unwrap_err();
+            assert!(error.to_string().contains("stands alone"), "{error}");
+        }
     }
 }
