@@ -11,6 +11,9 @@ use rbio_core::{BufferPool, Device, Engine, Op};
 use rbio_uring::{UringEngine, DROP_DRAIN_TIMEOUT};
 use support::{open, pattern_image, within};
 
+/// Long enough for any drop on a loaded machine, short enough to report a hang.
+const NO_HANG: Duration = Duration::from_secs(30);
+
 fn stuck_device() -> Arc<Device> {
     Arc::new(Device::open("/dev/ptmx").expect("open /dev/ptmx"))
 }
@@ -43,24 +46,33 @@ fn drop_with_stuck_reads_in_flight_cancels_and_frees_within_the_bound() {
     });
 }
 
+/// Review finding (LOW, tests): this test asserted that the drop took under 2 s, a timing
+/// bound that can fail on a loaded shared machine. The drop's own bound is the engine's
+/// business; the test asserts the outcome (every buffer back: the reads in the kernel were
+/// waited for, none leaked) under a watchdog that only catches a hang.
 #[test]
 fn drop_with_real_reads_in_flight_waits_for_them() {
     let image = pattern_image(8 << 20);
-    let device = open(image.path(), true, false);
-    let pool = BufferPool::new(4096, 2048, 4096).unwrap();
-    let mut engine = UringEngine::builder(device)
-        .window(256)
-        .fixed_buffers(&pool)
-        .build()
-        .unwrap();
-    let mut ops: Vec<Op> = (0..2048u64)
-        .map(|i| Op::read(i, i * 4096, pool.take().unwrap()))
-        .collect();
-    engine.submit(&mut ops);
-    let started = Instant::now();
-    drop(engine);
-    assert!(started.elapsed() < DROP_DRAIN_TIMEOUT);
-    assert_eq!(pool.taken_count(), 0);
+    let path = image.path().to_path_buf();
+    within("drop with real reads in flight", NO_HANG, move || {
+        let pool = BufferPool::new(4096, 2048, 4096).unwrap();
+        let mut engine = UringEngine::builder(open(&path, true, false))
+            .window(256)
+            .fixed_buffers(&pool)
+            .build()
+            .unwrap();
+        let mut ops: Vec<Op> = (0..2048u64)
+            .map(|i| Op::read(i, i * 4096, pool.take().unwrap()))
+            .collect();
+        engine.submit(&mut ops);
+        assert_eq!(engine.pending_count(), 2048);
+        drop(engine);
+        assert_eq!(
+            pool.taken_count(),
+            0,
+            "every buffer came back: none was leaked"
+        );
+    });
 }
 
 #[test]

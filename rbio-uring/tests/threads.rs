@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rbio_core::{BufferPool, Engine, IoError, Op};
 use rbio_uring::{RingFlags, UringEngine};
-use support::{open, pattern_image, run};
+use support::{open, pattern_image, run, within};
 
 fn thread_bound_engine(image: &tempfile::NamedTempFile, pool: &BufferPool) -> UringEngine {
     let engine = UringEngine::builder(open(image.path(), true, false))
@@ -140,17 +140,24 @@ fn moved_with_writes_in_flight_they_complete_with_no_answer() {
     }
 }
 
+/// Review finding (LOW, tests): this test asserted that the drop took under a second, a
+/// timing bound that can fail on a loaded shared machine. It now asserts the outcome (the
+/// buffers the kernel holds are leaked, not freed) under a watchdog that only catches a hang.
 #[test]
 fn dropped_on_a_foreign_thread_with_work_in_flight_it_leaks_at_once() {
     let image = pattern_image(1 << 20);
     let pool = BufferPool::new(4096, 8, 4096).unwrap();
     let mut engine = thread_bound_engine(&image, &pool);
     engine.submit(&mut reads(&pool, 8));
-    let elapsed = on_thread(move || {
-        let started = Instant::now();
-        drop(engine);
-        started.elapsed()
-    });
-    assert!(elapsed < Duration::from_secs(1), "drop took {elapsed:?}");
-    assert_eq!(pool.taken_count(), 8);
+    assert_eq!(engine.pending_count(), 8);
+    within(
+        "drop on a foreign thread with work in flight",
+        Duration::from_secs(30),
+        move || drop(engine),
+    );
+    assert_eq!(
+        pool.taken_count(),
+        8,
+        "the kernel's buffers are leaked, never returned to the pool"
+    );
 }
