@@ -2,9 +2,9 @@
 //! directory, bring it up with every engine available here, and show what each found.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rbio_core::{Device, OpenError};
 use rbio_recovery::{
@@ -12,6 +12,7 @@ use rbio_recovery::{
     ExpectedState, Layout, PrepareSpec, Prepared, Recovered,
 };
 use serde_json::json;
+use tempfile::TempDir;
 
 use crate::args::DemoArgs;
 use crate::commands::tiny_pool;
@@ -41,7 +42,7 @@ struct Run {
 
 /// `rbio demo`.
 pub fn demo(args: &DemoArgs) -> Result<Exit, Failure> {
-    let dir = TempDir::new()?;
+    let dir = demo_dir()?;
     let image = dir.path().join("demo.img");
     let prepared = prepare_image(&image, args.entries)?;
     // Cold reads without touching the rest of the machine: O_DIRECT bypasses the page cache
@@ -289,37 +290,36 @@ fn print_json(args: &DemoArgs, reads: &Reads, runs: &[Run], verdict: &Verdict) {
     println!("{value}");
 }
 
-/// A directory under the system's temporary directory, removed with everything in it on drop.
-struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    fn new() -> Result<TempDir, Failure> {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.subsec_nanos());
-        let name = format!("rbio-demo-{}-{nanos}", std::process::id());
-        let path = std::env::temp_dir().join(name);
-        std::fs::create_dir(&path)
-            .map_err(|error| format!("{}: cannot create: {error}", path.display()))?;
-        Ok(TempDir { path })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
+/// A new private directory (mode 0700, a name no one can guess) under the system's temporary
+/// directory (`TMPDIR`), removed with everything in it on drop.
+fn demo_dir() -> Result<TempDir, Failure> {
+    tempfile::Builder::new()
+        .prefix("rbio-demo-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+        .map_err(|error| {
+            let parent = std::env::temp_dir();
+            format!("{}: cannot create a directory: {error}", parent.display()).into()
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn demo_dirs_are_private_and_distinct() {
+        let dirs: Vec<TempDir> = (0..16).map(|_| demo_dir().unwrap()).collect();
+        let paths: BTreeSet<&Path> = dirs.iter().map(TempDir::path).collect();
+        assert_eq!(paths.len(), dirs.len(), "{paths:?}");
+        for dir in &dirs {
+            let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{}: {mode:o}", dir.path().display());
+        }
+        let kept = dirs[0].path().to_owned();
+        drop(dirs);
+        assert!(!kept.exists(), "{} left behind", kept.display());
+    }
 
     #[test]
     fn layouts_grow_with_entries_and_refuse_overflow() {
