@@ -37,6 +37,9 @@ fn stderr(output: &Output) -> String {
 /// The fixture's layout flags (64 KiB slots, 4 MiB metadata) and the image, copied elsewhere.
 const FIXTURE_LAYOUT: [&str; 4] = ["--slot-bytes", "65536", "--meta-total-bytes", "4194304"];
 
+/// The benchmark as CI runs it (through `cargo test`): the README says so in these words.
+const QUICK_BENCH: [&str; 5] = ["bench", "--quick", "--no-fio", "--entries", "300"];
+
 /// Asserts a failure with `code` and exactly one non-empty stderr line holding `needle`, and
 /// no sign of a panic.
 fn assert_one_line_failure(output: &Output, code: i32, needle: &str) {
@@ -222,11 +225,17 @@ fn counts_out_of_range_are_usage_errors() {
     let cases: [(&[&str], &str); 8] = [
         (&["bringup", "/dev/null", "--window", "40000"], "1..=32768"),
         (&["bringup", "/dev/null", "--window", "0"], "--window"),
-        (&["inspect", "/dev/null", "--window", "99999999999"], "--window"),
+        (
+            &["inspect", "/dev/null", "--window", "99999999999"],
+            "--window",
+        ),
         (&["bringup", "/dev/null", "--workers", "0"], "--workers"),
         (&["bringup", "/dev/null", "--workers", "257"], "1..=256"),
         (&["demo", "--entries", "100000000000"], "--entries"),
-        (&["prepare", "/dev/null", "--entries", "100000000001"], "--entries"),
+        (
+            &["prepare", "/dev/null", "--entries", "100000000001"],
+            "--entries",
+        ),
         (&["bench", "--entries", "300,100000000000"], "--entries"),
     ];
     for (args, needle) in cases {
@@ -326,15 +335,8 @@ fn bench_baseline_flags_a_regression_and_exits_5() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let (images, result) = (path("images"), path("result.json"));
-    let quick = [
-        "bench",
-        "--quick",
-        "--no-fio",
-        "--entries",
-        "300",
-        "--dir",
-        &images,
-    ];
+    let mut quick = QUICK_BENCH.to_vec();
+    quick.extend(["--dir", &images]);
     let mut args = quick.to_vec();
     args.extend(["--json", &result]);
     let output = rbio(&args);
@@ -361,4 +363,18 @@ fn bench_baseline_flags_a_regression_and_exits_5() {
     let output = rbio(&args);
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     assert!(Path::new(&result).exists());
+}
+
+#[test]
+fn the_readme_says_which_bench_ci_runs() {
+    let readme = include_str!("../../README.md");
+    let command = format!("rbio {}", QUICK_BENCH.join(" "));
+    assert!(
+        readme.contains(&command),
+        "README.md never names `{command}`"
+    );
+    assert!(
+        !readme.contains("what CI can afford"),
+        "README.md still claims CI runs plain `rbio bench --quick`"
+    );
 }
