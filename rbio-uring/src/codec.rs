@@ -7,7 +7,7 @@
 //! short transfers, deadlines, readiness, fixed buffers, drop — lives in the core and is shared.
 
 use io_uring::{cqueue, squeue};
-use rbio_core::{Errno, IoError, OpKind};
+use rbio_core::{Device, Errno, IoError, OpKind};
 
 /// One piece of an operation to turn into an SQE: the part not yet transferred.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +61,13 @@ pub(crate) trait Codec: Send {
 
     /// Decodes the CQE of a piece that asked for `piece_bytes`.
     fn outcome(&self, cqe: &Self::Cqe, piece_bytes: usize) -> Outcome;
+
+    /// The alignment operations on `device` need, for
+    /// [`Capabilities::align_bytes`](rbio_core::Capabilities::align_bytes): the device's own
+    /// unless the codec knows better.
+    fn align_bytes(&self, device: &Device) -> usize {
+        device.align_bytes()
+    }
 }
 
 /// The `res` field of any CQE.

@@ -1,29 +1,15 @@
 //! `UringEngine`, the io_uring block engine, and its builder.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
-use std::time::Duration;
 
-use rbio_core::{BufferPool, Capabilities, Completion, Device, Engine, Op, Wait};
+use rbio_core::Device;
 
-use crate::block::{BlockCodec, FileTarget};
+use crate::block::BlockCodec;
 use crate::error::SetupError;
 use crate::fixed::FixedBuffers;
-use crate::flags::{RingFlags, SetupReport};
-use crate::ring::{CoreConfig, Ring};
-use crate::setup::{RingPlan, SQ_ENTRIES_MAX};
-use crate::stats::UringStats;
-
-/// The window when the builder is not told otherwise.
-pub const WINDOW_DEFAULT: usize = 64;
-
-/// The largest window: the most SQEs a ring holds.
-pub const WINDOW_MAX: usize = SQ_ENTRIES_MAX as usize;
-
-/// How long an operation may take before it completes as timed out, unless the builder is
-/// told otherwise. Shorter than the streaming driver's stall timeout, so a stuck device
-/// shows up as timed-out operations rather than a stalled stream.
-pub const OP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+use crate::flags::RingFlags;
+use crate::options::{ring_engine_by_core, ring_option_setters, RingOptions};
+use crate::ring::Ring;
 
 /// Reads, writes and flushes on a file or block device through one io_uring.
 ///
@@ -60,55 +46,15 @@ impl UringEngine {
     pub fn builder(device: Arc<Device>) -> UringBuilder {
         UringBuilder {
             device,
-            window: WINDOW_DEFAULT,
-            pool: None,
-            register_file: true,
+            options: RingOptions::default(),
             sqpoll: false,
-            iopoll: false,
-            op_timeout: Some(OP_TIMEOUT_DEFAULT),
-            ladder: RingFlags::LADDER.to_vec(),
             null_io: false,
             sqes_per_enter_max: usize::MAX,
         }
     }
-
-    /// How the ring was set up: flag sets tried and refused, sizes, registrations.
-    pub fn setup_report(&self) -> &SetupReport {
-        &self.core.report
-    }
-
-    /// The flags the ring runs with.
-    pub fn flags(&self) -> RingFlags {
-        self.core.report.flags
-    }
-
-    /// What the engine has done so far.
-    pub fn stats(&self) -> UringStats {
-        self.core.stats
-    }
 }
 
-impl Engine for UringEngine {
-    fn capabilities(&self) -> Capabilities {
-        self.core.capabilities()
-    }
-
-    fn submit(&mut self, ops: &mut Vec<Op>) {
-        self.core.submit(ops);
-    }
-
-    fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
-        self.core.reap(completions, wait)
-    }
-
-    fn pending_count(&self) -> usize {
-        self.core.pending_count()
-    }
-
-    fn readiness(&self) -> BorrowedFd<'_> {
-        self.core.readiness_fd()
-    }
-}
+ring_engine_by_core!(UringEngine);
 
 impl std::fmt::Debug for UringEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,75 +70,19 @@ impl std::fmt::Debug for UringEngine {
 #[derive(Debug)]
 pub struct UringBuilder {
     device: Arc<Device>,
-    window: usize,
-    pool: Option<BufferPool>,
-    register_file: bool,
+    options: RingOptions,
     sqpoll: bool,
-    iopoll: bool,
-    op_timeout: Option<Duration>,
-    ladder: Vec<RingFlags>,
     null_io: bool,
     sqes_per_enter_max: usize,
 }
 
 impl UringBuilder {
-    /// At most `window` operations in the kernel at once (default [`WINDOW_DEFAULT`]).
-    pub fn window(mut self, window: usize) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// Registers `pool`'s arena: its buffers are read and written with fixed-buffer opcodes.
-    /// The engine keeps a handle to the pool, so the arena outlives the registration.
-    pub fn fixed_buffers(mut self, pool: &BufferPool) -> Self {
-        self.pool = Some(pool.clone());
-        self
-    }
-
-    /// As [`UringBuilder::fixed_buffers`], taking the handle.
-    pub fn pool(mut self, pool: BufferPool) -> Self {
-        self.pool = Some(pool);
-        self
-    }
-
-    /// Registers the device file with the ring (default on).
-    pub fn register_file(mut self, register_file: bool) -> Self {
-        self.register_file = register_file;
-        self
-    }
+    ring_option_setters!();
 
     /// A kernel thread polls the submission queue (default off). The kernel refuses the
     /// task-run flags with it, so the ring runs plain; the set-up report shows why.
     pub fn sqpoll(mut self, sqpoll: bool) -> Self {
         self.sqpoll = sqpoll;
-        self
-    }
-
-    /// Completions are polled for (default off). Needs O_DIRECT and a device with poll
-    /// queues; elsewhere every read and write fails with
-    /// [`IoError::Unsupported`](rbio_core::IoError::Unsupported).
-    pub fn iopoll(mut self, iopoll: bool) -> Self {
-        self.iopoll = iopoll;
-        self
-    }
-
-    /// An operation not completed `op_timeout` after its submission completes as
-    /// [`IoError::TimedOut`](rbio_core::IoError::TimedOut) (default [`OP_TIMEOUT_DEFAULT`]).
-    pub fn op_timeout(mut self, op_timeout: Duration) -> Self {
-        self.op_timeout = Some(op_timeout);
-        self
-    }
-
-    /// Operations never time out; only each reap's own deadline bounds the caller's wait.
-    pub fn no_op_timeout(mut self) -> Self {
-        self.op_timeout = None;
-        self
-    }
-
-    /// The task-run flag sets to try, in order (default [`RingFlags::LADDER`]). Sets with
-    /// `COOP_TASKRUN` or `DEFER_TASKRUN` get `TASKRUN_FLAG` added.
-    pub fn flag_ladder(mut self, ladder: Vec<RingFlags>) -> Self {
-        self.ladder = ladder;
         self
     }
 
@@ -222,37 +112,24 @@ impl UringBuilder {
     /// A [`SetupError`]: a window out of range, every flag set refused (each with its errno),
     /// or a registration the kernel refused.
     pub fn build(self) -> Result<UringEngine, SetupError> {
-        if !(1..=WINDOW_MAX).contains(&self.window) {
-            return Err(SetupError::Window {
-                window: self.window,
-                window_max: WINDOW_MAX,
-            });
-        }
-        let fixed = self.pool.as_ref().map(FixedBuffers::new).transpose()?;
-        let mut extra = RingFlags::NONE;
-        if self.sqpoll {
-            extra = extra.union(RingFlags::SQPOLL);
-        }
-        if self.iopoll {
-            extra = extra.union(RingFlags::IOPOLL);
-        }
+        self.options.check_window()?;
+        let fixed = self
+            .options
+            .pool
+            .as_ref()
+            .map(FixedBuffers::new)
+            .transpose()?;
         let codec = BlockCodec {
-            target: if self.register_file {
-                FileTarget::Fixed
-            } else {
-                FileTarget::Raw(self.device.file().as_raw_fd())
-            },
-            iopoll: self.iopoll,
+            target: self.options.file_target(&self.device),
+            iopoll: self.options.iopoll,
             null_io: self.null_io,
         };
-        let config = CoreConfig {
-            plan: RingPlan::for_window(self.window, extra, self.ladder),
-            device: self.device,
-            window: self.window,
-            fixed,
-            register_file: self.register_file,
-            op_timeout: self.op_timeout,
+        let extra = if self.sqpoll {
+            RingFlags::SQPOLL
+        } else {
+            RingFlags::NONE
         };
+        let config = self.options.core_config(self.device, fixed, extra);
         let mut core = Ring::new(codec, config)?;
         core.sqes_per_enter_max = self.sqes_per_enter_max;
         Ok(UringEngine { core })

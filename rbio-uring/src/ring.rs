@@ -216,7 +216,7 @@ impl<C: Codec> Ring<C> {
     pub(crate) fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: C::NAME,
-            align_bytes: self.device.align_bytes(),
+            align_bytes: self.codec.align_bytes(&self.device),
             in_flight_max: self.window,
             fixed_buffers: self.fixed.is_some(),
             passthrough: C::PASSTHROUGH,

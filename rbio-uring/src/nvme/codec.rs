@@ -17,7 +17,7 @@
 //! (in a pool buffer larger than that) goes unfixed: the kernel maps its pages instead.
 
 use io_uring::{cqueue, opcode, squeue, types};
-use rbio_core::{Errno, IoError, OpKind};
+use rbio_core::{Device, Errno, IoError, OpKind};
 
 use super::abi::{NVME_CMD_BYTES, NVME_URING_CMD_IO};
 use super::cmd::{LbaError, LbaFormat, NvmeIo, NvmeIoOpcode};
@@ -186,6 +186,11 @@ impl Codec for NvmeCodec {
 
     fn outcome(&self, cqe: &cqueue::Entry32, piece_bytes: usize) -> Outcome {
         outcome_of(cqe_result(cqe), piece_bytes, self.iopoll)
+    }
+
+    /// The LBA size: offsets and lengths must be whole blocks, whatever the device says.
+    fn align_bytes(&self, _device: &Device) -> usize {
+        self.namespace.lba_format.lba_bytes() as usize
     }
 }
 

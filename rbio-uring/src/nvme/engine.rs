@@ -2,24 +2,20 @@
 //! (`/dev/ngXnY`), its builder and its set-up error.
 
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use rbio_core::{BufferPool, Capabilities, Completion, Device, Engine, Op, OpenError, Wait};
+use rbio_core::{Device, OpenError};
 
 use super::codec::{registered_chunk_bytes_max, NvmeCodec};
 use super::identify::NvmeNamespaceInfo;
 use super::open::{check_nvme_char_device, NvmeOpenError};
-use crate::block::FileTarget;
-use crate::engine::{OP_TIMEOUT_DEFAULT, WINDOW_DEFAULT, WINDOW_MAX};
 use crate::error::SetupError;
 use crate::fixed::FixedBuffers;
-use crate::flags::{RingFlags, SetupReport};
-use crate::ring::{CoreConfig, Ring};
-use crate::setup::RingPlan;
-use crate::stats::UringStats;
+use crate::flags::RingFlags;
+use crate::options::{ring_engine_by_core, ring_option_setters, RingOptions};
+use crate::ring::Ring;
 
 /// Reads, writes and flushes an NVMe namespace with NVMe commands through io_uring
 /// (`IORING_OP_URING_CMD` with `NVME_URING_CMD_IO` on `/dev/ngXnY`, 128-byte SQEs, 32-byte
@@ -31,7 +27,8 @@ use crate::stats::UringStats;
 ///
 /// - Offsets and lengths must be multiples of the namespace's LBA size and buffer addresses
 ///   multiples of 4 bytes; anything else completes as [`IoError::Misaligned`] with the LBA
-///   size, for that operation alone. [`Capabilities::align_bytes`] is the LBA size.
+///   size, for that operation alone.
+///   [`Capabilities::align_bytes`](rbio_core::Capabilities::align_bytes) is the LBA size.
 /// - An operation longer than one command may move (the controller's MDTS and the kernel's
 ///   segment limit, [`NvmeNamespaceInfo::max_transfer_bytes_at`]) is sent as several commands
 ///   one after another and completes once, with its full length.
@@ -51,7 +48,6 @@ use crate::stats::UringStats;
 /// [`IoError::OutOfRange`]: rbio_core::IoError::OutOfRange
 pub struct NvmeEngine {
     core: Ring<NvmeCodec>,
-    namespace: NvmeNamespaceInfo,
 }
 
 impl NvmeEngine {
@@ -67,13 +63,8 @@ impl NvmeEngine {
     pub fn builder(path: impl AsRef<Path>) -> NvmeBuilder {
         NvmeBuilder {
             path: path.as_ref().to_path_buf(),
-            window: WINDOW_DEFAULT,
-            pool: None,
+            options: RingOptions::default(),
             write: false,
-            register_file: true,
-            iopoll: false,
-            op_timeout: Some(OP_TIMEOUT_DEFAULT),
-            ladder: RingFlags::LADDER.to_vec(),
             check_range: true,
         }
     }
@@ -86,56 +77,17 @@ impl NvmeEngine {
 
     /// What Identify said: namespace id, LBA format, size and transfer limit.
     pub fn namespace(&self) -> &NvmeNamespaceInfo {
-        &self.namespace
-    }
-
-    /// How the ring was set up: flag sets tried and refused, sizes, registrations.
-    pub fn setup_report(&self) -> &SetupReport {
-        &self.core.report
-    }
-
-    /// The flags the ring runs with.
-    pub fn flags(&self) -> RingFlags {
-        self.core.report.flags
-    }
-
-    /// What the engine has done so far (one SQE per command, so a split operation counts
-    /// each of its commands).
-    pub fn stats(&self) -> UringStats {
-        self.core.stats
+        &self.core.codec.namespace
     }
 }
 
-impl Engine for NvmeEngine {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            align_bytes: self.namespace.lba_format.lba_bytes() as usize,
-            ..self.core.capabilities()
-        }
-    }
-
-    fn submit(&mut self, ops: &mut Vec<Op>) {
-        self.core.submit(ops);
-    }
-
-    fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
-        self.core.reap(completions, wait)
-    }
-
-    fn pending_count(&self) -> usize {
-        self.core.pending_count()
-    }
-
-    fn readiness(&self) -> BorrowedFd<'_> {
-        self.core.readiness_fd()
-    }
-}
+ring_engine_by_core!(NvmeEngine);
 
 impl fmt::Debug for NvmeEngine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NvmeEngine")
             .field("device", &self.core.device.path())
-            .field("namespace", &self.namespace)
+            .field("namespace", self.namespace())
             .field("setup", &self.core.report.to_string())
             .field("pending_count", &self.core.pending_count())
             .finish()
@@ -146,76 +98,18 @@ impl fmt::Debug for NvmeEngine {
 #[derive(Debug)]
 pub struct NvmeBuilder {
     path: PathBuf,
-    window: usize,
-    pool: Option<BufferPool>,
+    options: RingOptions,
     write: bool,
-    register_file: bool,
-    iopoll: bool,
-    op_timeout: Option<Duration>,
-    ladder: Vec<RingFlags>,
     check_range: bool,
 }
 
 impl NvmeBuilder {
-    /// At most `window` commands at the controller at once (default
-    /// [`WINDOW_DEFAULT`](crate::WINDOW_DEFAULT)).
-    pub fn window(mut self, window: usize) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// Registers `pool`'s arena: its buffers are passed as fixed buffers
-    /// (`IORING_URING_CMD_FIXED`), which the kernel does not map per command. The engine
-    /// keeps a handle to the pool, so the arena outlives the registration.
-    pub fn fixed_buffers(mut self, pool: &BufferPool) -> Self {
-        self.pool = Some(pool.clone());
-        self
-    }
-
-    /// As [`NvmeBuilder::fixed_buffers`], taking the handle.
-    pub fn pool(mut self, pool: BufferPool) -> Self {
-        self.pool = Some(pool);
-        self
-    }
+    ring_option_setters!();
 
     /// Opens the device for writing as well (default read-only: writes complete as
     /// [`IoError::Unsupported`](rbio_core::IoError::Unsupported)).
     pub fn write(mut self, write: bool) -> Self {
         self.write = write;
-        self
-    }
-
-    /// Registers the device file with the ring (default on).
-    pub fn register_file(mut self, register_file: bool) -> Self {
-        self.register_file = register_file;
-        self
-    }
-
-    /// Completions are polled for (default off). Needs a controller with poll queues (Linux's
-    /// `nvme.poll_queues`); without them every command fails with
-    /// [`IoError::Unsupported`](rbio_core::IoError::Unsupported).
-    pub fn iopoll(mut self, iopoll: bool) -> Self {
-        self.iopoll = iopoll;
-        self
-    }
-
-    /// An operation not completed `op_timeout` after its submission completes as
-    /// [`IoError::TimedOut`](rbio_core::IoError::TimedOut) (default
-    /// [`OP_TIMEOUT_DEFAULT`](crate::OP_TIMEOUT_DEFAULT)).
-    pub fn op_timeout(mut self, op_timeout: Duration) -> Self {
-        self.op_timeout = Some(op_timeout);
-        self
-    }
-
-    /// Operations never time out; only each reap's own deadline bounds the caller's wait.
-    pub fn no_op_timeout(mut self) -> Self {
-        self.op_timeout = None;
-        self
-    }
-
-    /// The task-run flag sets to try, in order (default [`RingFlags::LADDER`]).
-    pub fn flag_ladder(mut self, ladder: Vec<RingFlags>) -> Self {
-        self.ladder = ladder;
         self
     }
 
@@ -236,14 +130,10 @@ impl NvmeBuilder {
     /// or describes a format rbio cannot use; the device could not be opened; or the ring
     /// could not be set up (including a window out of range).
     pub fn build(self) -> Result<NvmeEngine, NvmeSetupError> {
-        if !(1..=WINDOW_MAX).contains(&self.window) {
-            return Err(NvmeSetupError::Ring(SetupError::Window {
-                window: self.window,
-                window_max: WINDOW_MAX,
-            }));
-        }
+        self.options.check_window()?;
         let (device, namespace) = self.open_device()?;
         let fixed = self
+            .options
             .pool
             .as_ref()
             .map(|pool| {
@@ -254,31 +144,16 @@ impl NvmeBuilder {
             })
             .transpose()?;
         let codec = NvmeCodec {
-            target: if self.register_file {
-                FileTarget::Fixed
-            } else {
-                FileTarget::Raw(device.file().as_raw_fd())
-            },
+            target: self.options.file_target(&device),
             namespace,
-            iopoll: self.iopoll,
+            iopoll: self.options.iopoll,
             fixed_layout: fixed.as_ref().map(FixedBuffers::layout),
         };
-        let extra = if self.iopoll {
-            RingFlags::IOPOLL
-        } else {
-            RingFlags::NONE
-        };
-        let config = CoreConfig {
-            plan: RingPlan::for_window(self.window, extra, self.ladder),
-            device: Arc::new(device),
-            window: self.window,
-            fixed,
-            register_file: self.register_file,
-            op_timeout: self.op_timeout,
-        };
+        let config = self
+            .options
+            .core_config(Arc::new(device), fixed, RingFlags::NONE);
         Ok(NvmeEngine {
             core: Ring::new(codec, config)?,
-            namespace,
         })
     }
 
@@ -348,6 +223,7 @@ impl From<SetupError> for NvmeSetupError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::WINDOW_MAX;
     use std::os::unix::fs::FileTypeExt;
 
     fn namespace_error(path: &Path) -> NvmeOpenError {
