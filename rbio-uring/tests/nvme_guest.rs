@@ -8,11 +8,10 @@
 //! 8-byte little-endian word at byte offset `o` holds `o`. Built only with the `nvme-guest`
 //! feature; run anywhere else, every test fails and says where to run it.
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use rbio_core::{IoError, NvmeStatus};
-use rbio_uring::{check_nvme_char_device, nvme_read_blocking, NvmeNamespaceInfo, NvmeOpenError};
+use rbio_uring::{check_nvme_char_device, NvmeNamespace, NvmeOpenError};
 
 // The passthrough engine's tests, in this binary so the rig runs them with the rest.
 #[path = "nvme_guest/engine.rs"]
@@ -74,12 +73,9 @@ fn expected_devices() -> Vec<Expected> {
         .collect()
 }
 
-fn open(expected: &Expected) -> (std::fs::File, NvmeNamespaceInfo) {
-    let file = check_nvme_char_device(&expected.path)
-        .unwrap_or_else(|error| panic!("{}: {error}", expected.path.display()));
-    let info = NvmeNamespaceInfo::query(file.as_fd())
-        .unwrap_or_else(|error| panic!("{}: {error}", expected.path.display()));
-    (file, info)
+fn open(expected: &Expected) -> NvmeNamespace {
+    NvmeNamespace::open(&expected.path)
+        .unwrap_or_else(|error| panic!("{}: {error}", expected.path.display()))
 }
 
 /// Panics at the first 8-byte word of `buf` (read from `offset_bytes`) that is not its offset.
@@ -105,13 +101,13 @@ fn read_and_check(
     len_bytes: usize,
     page_offset_bytes: usize,
 ) {
-    let (file, info) = open(expected);
+    let namespace = open(expected);
     let mut backing = vec![0xa5u8; len_bytes + 2 * PAGE_BYTES];
     let misalignment = backing.as_ptr() as usize % PAGE_BYTES;
     let start = (PAGE_BYTES - misalignment) % PAGE_BYTES + page_offset_bytes;
     let buf = &mut backing[start..start + len_bytes];
     assert_eq!(buf.as_ptr() as usize % PAGE_BYTES, page_offset_bytes);
-    nvme_read_blocking(file.as_fd(), &info, offset_bytes, buf).unwrap_or_else(|error| {
+    namespace.read_blocking(offset_bytes, buf).unwrap_or_else(|error| {
         panic!(
             "{}: read {len_bytes} at {offset_bytes} into a buffer {page_offset_bytes} bytes past a page: {error}",
             expected.path.display()
@@ -123,7 +119,8 @@ fn read_and_check(
 #[test]
 fn identify_reports_nsid_lba_size_and_size() {
     for expected in expected_devices() {
-        let (_file, info) = open(&expected);
+        let namespace = open(&expected);
+        let info = namespace.info();
         let name = expected.path.file_name().unwrap().to_str().unwrap();
         let limits = rbio_uring::KernelQueueLimits::read(name);
         let queue_dirs: Vec<String> = rbio_uring::sysfs_queue_dirs(name)
@@ -149,22 +146,22 @@ fn identify_reports_nsid_lba_size_and_size() {
             );
         };
         assert!(
-            info.max_transfer_bytes <= max_hw_bytes,
+            info.max_transfer_bytes() <= max_hw_bytes,
             "{info:?} {limits:?}"
         );
         assert!(
-            info.max_transfer_bytes <= max_segments * 4096,
+            info.max_transfer_bytes() <= max_segments * 4096,
             "{info:?} {limits:?}"
         );
-        assert_eq!(info.nsid, expected.nsid, "{expected:?}");
+        assert_eq!(info.nsid(), expected.nsid, "{expected:?}");
         assert_eq!(
-            info.lba_format.lba_bytes(),
+            info.lba_format().lba_bytes(),
             expected.lba_bytes,
             "{expected:?}"
         );
         assert_eq!(info.size_bytes(), expected.size_bytes, "{expected:?}");
         assert!(
-            info.max_transfer_bytes >= info.lba_format.lba_bytes(),
+            info.max_transfer_bytes() >= info.lba_format().lba_bytes(),
             "{info:?}"
         );
     }
@@ -193,8 +190,9 @@ fn ioctl_read_of_the_last_blocks_matches_the_fill_pattern() {
 #[test]
 fn ioctl_read_larger_than_the_transfer_limit_is_split_and_matches() {
     for expected in expected_devices() {
-        let (_file, info) = open(&expected);
-        let len_bytes = 2 * u64::from(info.max_transfer_bytes) + 3 * u64::from(expected.lba_bytes);
+        let namespace = open(&expected);
+        let len_bytes = 2 * u64::from(namespace.info().max_transfer_bytes())
+            + 3 * u64::from(expected.lba_bytes);
         let offset_bytes = 5 * u64::from(expected.lba_bytes);
         assert!(
             offset_bytes + len_bytes <= expected.size_bytes,
@@ -216,10 +214,11 @@ fn ioctl_read_larger_than_the_transfer_limit_is_split_and_matches() {
 #[test]
 fn ioctl_read_past_the_end_is_lba_out_of_range_with_dnr() {
     for expected in expected_devices() {
-        let (file, info) = open(&expected);
+        let namespace = open(&expected);
         let mut buf = vec![0u8; expected.lba_bytes as usize];
-        let error =
-            nvme_read_blocking(file.as_fd(), &info, info.size_bytes(), &mut buf).unwrap_err();
+        let error = namespace
+            .read_blocking(namespace.info().size_bytes(), &mut buf)
+            .unwrap_err();
         let IoError::Nvme(status) = error else {
             panic!(
                 "{}: expected an NVMe status, got {error}",
@@ -242,9 +241,9 @@ fn ioctl_read_past_the_end_is_lba_out_of_range_with_dnr() {
 #[test]
 fn misaligned_reads_are_refused_before_the_device() {
     for expected in expected_devices() {
-        let (file, info) = open(&expected);
+        let namespace = open(&expected);
         let mut buf = vec![0u8; expected.lba_bytes as usize];
-        let error = nvme_read_blocking(file.as_fd(), &info, 8, &mut buf).unwrap_err();
+        let error = namespace.read_blocking(8, &mut buf).unwrap_err();
         assert_eq!(
             error,
             IoError::Misaligned {
@@ -252,13 +251,53 @@ fn misaligned_reads_are_refused_before_the_device() {
             }
         );
         let mut short = vec![0u8; 8];
-        let error = nvme_read_blocking(file.as_fd(), &info, 0, &mut short).unwrap_err();
+        let error = namespace.read_blocking(0, &mut short).unwrap_err();
         assert_eq!(
             error,
             IoError::Misaligned {
                 align_bytes: expected.lba_bytes as usize
             }
         );
+    }
+}
+
+/// Review finding (HIGH, nvme/ioctl.rs): `nvme_read_blocking(fd, info, ..)` took any
+/// `NvmeNamespaceInfo`, so a caller could pass another namespace's (a smaller LBA size) and
+/// the controller would move blocks × the real LBA size past the mapped buffer. A handle now
+/// carries the Identify answer of its own descriptor: with the rig's 512-byte and 4096-byte
+/// namespaces side by side, each handle sizes its commands by its own namespace, so 512
+/// bytes are one block on the first and refused, before any command, on the second.
+#[test]
+fn each_handle_sizes_its_commands_by_its_own_namespace() {
+    let devices = expected_devices();
+    let namespaces: Vec<NvmeNamespace> = devices.iter().map(open).collect();
+    let lba_sizes: Vec<u32> = namespaces
+        .iter()
+        .map(|namespace| namespace.info().lba_format().lba_bytes())
+        .collect();
+    assert!(
+        lba_sizes.contains(&512) && lba_sizes.contains(&4096),
+        "the rig has a 512-byte and a 4096-byte namespace: {lba_sizes:?}"
+    );
+    for (expected, namespace) in devices.iter().zip(&namespaces) {
+        assert_eq!(namespace.info().nsid(), expected.nsid, "{expected:?}");
+        let lba_bytes = expected.lba_bytes as usize;
+        let mut block = vec![0xa5u8; 4096];
+        for len_bytes in [512, 4096] {
+            let result = namespace.read_blocking(0, &mut block[..len_bytes]);
+            if len_bytes % lba_bytes == 0 {
+                result.unwrap_or_else(|error| panic!("{expected:?}: {len_bytes}: {error}"));
+                check_pattern(&expected.path, 0, &block[..len_bytes]);
+            } else {
+                assert_eq!(
+                    result,
+                    Err(IoError::Misaligned {
+                        align_bytes: lba_bytes
+                    }),
+                    "{expected:?}: {len_bytes} bytes"
+                );
+            }
+        }
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) struct NvmeCodec {
 
 impl NvmeCodec {
     fn format(&self) -> LbaFormat {
-        self.namespace.lba_format
+        self.namespace.lba_format()
     }
 
     fn misaligned(&self) -> IoError {
@@ -86,7 +86,7 @@ impl NvmeCodec {
         let opcode = match request.kind {
             OpKind::Read => NvmeIoOpcode::Read,
             OpKind::Write => NvmeIoOpcode::Write,
-            OpKind::Flush => return Ok(NvmeIo::flush(self.namespace.nsid)),
+            OpKind::Flush => return Ok(NvmeIo::flush(self.namespace.nsid())),
         };
         if request.addr % BUFFER_ALIGN_BYTES != 0 {
             return Err(self.misaligned());
@@ -101,7 +101,7 @@ impl NvmeCodec {
             .expect("the core asks only for pieces with bytes left");
         Ok(NvmeIo {
             opcode,
-            nsid: self.namespace.nsid,
+            nsid: self.namespace.nsid(),
             start_lba: piece.start_lba,
             block_count: piece.block_count,
             addr: request.addr as u64,
@@ -134,7 +134,7 @@ impl NvmeCodec {
         let first_page_addr = addr - addr % PAGE_BYTES;
         let pages_to_chunk_end =
             (layout.chunk_end_addr(addr) - first_page_addr).div_ceil(PAGE_BYTES);
-        let pages_max = (self.namespace.max_transfer_bytes as usize / PAGE_BYTES).max(1);
+        let pages_max = (self.namespace.max_transfer_bytes() as usize / PAGE_BYTES).max(1);
         pages_to_chunk_end <= pages_max
     }
 
@@ -190,7 +190,7 @@ impl Codec for NvmeCodec {
 
     /// The LBA size: offsets and lengths must be whole blocks, whatever the device says.
     fn align_bytes(&self, _device: &Device) -> usize {
-        self.namespace.lba_format.lba_bytes() as usize
+        self.namespace.lba_format().lba_bytes() as usize
     }
 }
 
@@ -214,16 +214,20 @@ pub(crate) fn outcome_of(res: i32, piece_bytes: usize, iopoll: bool) -> Outcome 
 mod tests {
     use super::*;
     use crate::fixed::FixedBuffers;
+    use crate::nvme::identify::IdentifyNamespace;
     use rbio_core::{BufferPool, NvmeStatus};
 
     /// The 512-byte-LBA namespace QEMU gives the rig: 508 KiB per command from a page.
     fn namespace(lba_bytes: u32) -> NvmeNamespaceInfo {
-        NvmeNamespaceInfo {
-            nsid: 3,
-            lba_format: LbaFormat::new(lba_bytes).unwrap(),
+        let identify = IdentifyNamespace {
             block_count: (64 << 20) / u64::from(lba_bytes),
-            max_transfer_bytes: 127 * 4096,
-        }
+            lba_format_count: 1,
+            format_index: 0,
+            metadata_bytes: 0,
+            lba_format: LbaFormat::new(lba_bytes).unwrap(),
+            relative_performance: 0,
+        };
+        NvmeNamespaceInfo::from_identify(3, &identify, 127 * 4096)
     }
 
     fn codec(lba_bytes: u32, target: FileTarget) -> NvmeCodec {

@@ -139,7 +139,7 @@ impl NvmeBuilder {
             .map(|pool| {
                 let base_addr = pool.arena_region().0 as usize;
                 let chunk_bytes_max =
-                    registered_chunk_bytes_max(namespace.max_transfer_bytes, base_addr);
+                    registered_chunk_bytes_max(namespace.max_transfer_bytes(), base_addr);
                 FixedBuffers::with_chunk_bytes_max(pool, chunk_bytes_max)
             })
             .transpose()?;
@@ -170,7 +170,7 @@ impl NvmeBuilder {
         } else {
             0
         };
-        let device = device.with_geometry(size_bytes, namespace.lba_format.lba_bytes());
+        let device = device.with_geometry(size_bytes, namespace.lba_format().lba_bytes());
         Ok((device, namespace))
     }
 }

@@ -194,22 +194,69 @@ pub fn parse_identify_controller_mdts(page: &[u8; IDENTIFY_PAGE_BYTES]) -> u8 {
     page[CTRL_MDTS_AT]
 }
 
-/// An NVMe namespace as rbio drives it through passthrough.
+/// An NVMe namespace as rbio drives it through passthrough: what Identify said about it.
+///
+/// Only Identify makes one ([`NvmeNamespaceInfo::query`], or the engine and
+/// [`NvmeNamespace`](crate::NvmeNamespace) that call it on their own descriptor): the fields
+/// are read through methods and cannot be set, so no caller can pair a descriptor with a
+/// smaller LBA size than its namespace has and make the controller move more bytes than the
+/// buffer it was given. A forged one does not compile:
+///
+/// ```compile_fail
+/// use rbio_uring::{LbaFormat, NvmeNamespaceInfo};
+/// let forged = NvmeNamespaceInfo {
+///     nsid: 1,
+///     lba_format: LbaFormat::LBA_512,
+///     block_count: 8,
+///     max_transfer_bytes: 4096,
+/// };
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NvmeNamespaceInfo {
-    /// Namespace id, from `NVME_IOCTL_ID`.
-    pub nsid: u32,
-    /// The formatted logical block size.
-    pub lba_format: LbaFormat,
-    /// Namespace size in logical blocks (NSZE).
-    pub block_count: u64,
-    /// Bytes one command may move from a page-aligned buffer: the smallest of MDTS and the
-    /// kernel's queue limits (see `limits.rs`); [`NvmeNamespaceInfo::max_transfer_bytes_at`]
-    /// gives the limit for any buffer.
-    pub max_transfer_bytes: u32,
+    nsid: u32,
+    lba_format: LbaFormat,
+    block_count: u64,
+    max_transfer_bytes: u32,
 }
 
 impl NvmeNamespaceInfo {
+    /// Namespace `nsid` as Identify Namespace describes it, moving at most
+    /// `max_transfer_bytes` per command.
+    pub(crate) fn from_identify(
+        nsid: u32,
+        namespace: &IdentifyNamespace,
+        max_transfer_bytes: u32,
+    ) -> NvmeNamespaceInfo {
+        NvmeNamespaceInfo {
+            nsid,
+            lba_format: namespace.lba_format,
+            block_count: namespace.block_count,
+            max_transfer_bytes,
+        }
+    }
+
+    /// Namespace id, from `NVME_IOCTL_ID`.
+    pub fn nsid(&self) -> u32 {
+        self.nsid
+    }
+
+    /// The formatted logical block size.
+    pub fn lba_format(&self) -> LbaFormat {
+        self.lba_format
+    }
+
+    /// Namespace size in logical blocks (NSZE).
+    pub fn block_count(&self) -> u64 {
+        self.block_count
+    }
+
+    /// Bytes one command may move from a page-aligned buffer: the smallest of MDTS and the
+    /// kernel's queue limits (see `limits.rs`); [`NvmeNamespaceInfo::max_transfer_bytes_at`]
+    /// gives the limit for any buffer.
+    pub fn max_transfer_bytes(&self) -> u32 {
+        self.max_transfer_bytes
+    }
+
     /// Namespace size in bytes.
     pub fn size_bytes(&self) -> u64 {
         self.block_count
@@ -253,12 +300,11 @@ impl NvmeNamespaceInfo {
             KernelQueueLimits::read(&name)
         });
         let max_transfer_bytes = transfer_limit_bytes(mdts, kernel_limits);
-        Ok(NvmeNamespaceInfo {
+        Ok(NvmeNamespaceInfo::from_identify(
             nsid,
-            lba_format: namespace.lba_format,
-            block_count: namespace.block_count,
+            &namespace,
             max_transfer_bytes,
-        })
+        ))
     }
 }
 

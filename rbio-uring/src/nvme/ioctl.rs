@@ -2,7 +2,10 @@
 //!
 //! This is the only nvme file with `unsafe`: each ioctl hands the kernel a command whose data
 //! address is a buffer borrowed mutably for the whole (synchronous) call, so no caller can
-//! point the kernel at memory it does not own.
+//! point the kernel at memory it does not own. The kernel maps exactly that buffer, but the
+//! controller moves what the command says (blocks × LBA size), so every command is built here
+//! from sizes that fit its buffer: Identify's fixed page, and reads split by the LBA size
+//! Identify gave on the same descriptor ([`NvmeNamespace`] holds both).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -14,7 +17,7 @@ use super::abi::{
     NvmeAdminCmd, NvmePassthruCmd, NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, NVME_IOCTL_IO_CMD,
 };
 use super::cmd::{LbaError, NvmeIo, NvmeIoOpcode};
-use super::identify::NvmeNamespaceInfo;
+use super::namespace::NvmeNamespace;
 use super::status::nvme_res_to_result;
 
 /// Admin opcode of Identify.
@@ -35,7 +38,13 @@ pub(crate) fn namespace_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
 
 /// Runs one passthrough command through `request` with `buf` as its whole data buffer and
 /// returns the completion's dword 0.
-fn passthru(
+///
+/// # Safety
+///
+/// `cmd`, as the controller behind `fd` reads it, moves at most `buf.len()` bytes: the kernel
+/// maps only `buf`, and a controller that moves more writes past it (a read's blocks × the
+/// namespace's real LBA size, an admin command's data structure).
+unsafe fn passthru(
     fd: BorrowedFd<'_>,
     request: u32,
     cmd: &mut NvmePassthruCmd,
@@ -55,7 +64,8 @@ fn passthru(
     // SAFETY: `cmd_ptr` is a valid, exclusive `struct nvme_passthru_cmd` (layout checked in
     // abi.rs) that the kernel reads and writes back during the call. Its `addr`/`data_len`
     // describe exactly `buf`, which is mutably borrowed until this synchronous ioctl returns,
-    // and it has no metadata buffer (asserted above).
+    // it has no metadata buffer (asserted above), and the caller promises the command moves
+    // no more than `buf` holds.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, cmd_ptr) };
     if ret < 0 {
         return Err(IoError::Os(Errno::last()));
@@ -77,27 +87,22 @@ pub(crate) fn identify(
         cdw10: u32::from(cns),
         ..NvmeAdminCmd::default()
     };
-    passthru(fd, NVME_IOCTL_ADMIN_CMD, &mut cmd, &mut page[..])?;
+    // SAFETY: every Identify data structure is IDENTIFY_PAGE_BYTES long (NVMe base spec), the
+    // size of `page`.
+    unsafe { passthru(fd, NVME_IOCTL_ADMIN_CMD, &mut cmd, &mut page[..]) }?;
     Ok(page)
 }
 
-/// Reads `buf.len()` bytes at `offset_bytes` of the namespace with NVMe Read commands through
-/// the synchronous `NVME_IOCTL_IO_CMD`, one command per transfer-sized piece.
-///
-/// The reference path for the passthrough engine and the guest tests: slow (one command at a
-/// time) but with nothing between rbio and the controller except the kernel.
-///
-/// # Errors
-///
-/// [`IoError::Misaligned`] when offset or length is not a multiple of the LBA size (nothing
-/// is sent); otherwise the first failing command's [`IoError::Nvme`] or [`IoError::Os`].
-pub fn nvme_read_blocking(
-    fd: BorrowedFd<'_>,
-    info: &NvmeNamespaceInfo,
+/// Reads `buf.len()` bytes at `offset_bytes` of `namespace` with NVMe Read commands through
+/// the synchronous `NVME_IOCTL_IO_CMD`, one command per transfer-sized piece. See
+/// [`NvmeNamespace::read_blocking`].
+pub(crate) fn read_blocking(
+    namespace: &NvmeNamespace,
     offset_bytes: u64,
     buf: &mut [u8],
 ) -> Result<(), IoError> {
-    let format = info.lba_format;
+    let info = namespace.info();
+    let format = info.lba_format();
     let max_transfer_bytes = info.max_transfer_bytes_at(buf.as_ptr() as usize);
     let split = format
         .split(offset_bytes, buf.len() as u64, max_transfer_bytes)
@@ -115,7 +120,7 @@ pub fn nvme_read_blocking(
         let piece_buf = &mut buf[start..start + len_bytes as usize];
         let io = NvmeIo {
             opcode: NvmeIoOpcode::Read,
-            nsid: info.nsid,
+            nsid: info.nsid(),
             start_lba: piece.start_lba,
             block_count: piece.block_count,
             addr: piece_buf.as_mut_ptr() as u64,
@@ -125,7 +130,10 @@ pub fn nvme_read_blocking(
             .encode(format)
             .unwrap_or_else(|error| panic!("split piece {piece:?} does not encode: {error}"));
         let mut cmd = NvmePassthruCmd::from(encoded);
-        passthru(fd, NVME_IOCTL_IO_CMD, &mut cmd, piece_buf)?;
+        // SAFETY: the command reads `piece.block_count` blocks of `format`, the LBA size that
+        // Identify gave on this same descriptor (`NvmeNamespace` is only made by `open`, which
+        // asks it), so the controller moves `len_bytes`, exactly `piece_buf.len()`.
+        unsafe { passthru(namespace.fd(), NVME_IOCTL_IO_CMD, &mut cmd, piece_buf) }?;
     }
     Ok(())
 }

@@ -6,7 +6,8 @@
 //! hand-checked bytes. The io_uring passthrough engine, [`NvmeEngine`], runs on the ring core
 //! with its own codec (`codec.rs`): it builds its SQEs from [`NvmeIo::encode`], splits by
 //! [`NvmeNamespaceInfo::max_transfer_bytes_at`] and decodes `cqe.res` with
-//! [`nvme_res_to_result`].
+//! [`nvme_res_to_result`]. [`NvmeNamespace`] is the synchronous path: an open namespace with
+//! its Identify answer from the same descriptor, which sizes every command it reads with.
 
 mod abi;
 mod cmd;
@@ -15,6 +16,7 @@ mod engine;
 mod identify;
 mod ioctl;
 mod limits;
+mod namespace;
 mod open;
 mod status;
 
@@ -32,12 +34,12 @@ pub use identify::{
     parse_identify_controller_mdts, parse_identify_namespace, IdentifyError, IdentifyNamespace,
     NvmeNamespaceInfo,
 };
-pub use ioctl::nvme_read_blocking;
 pub use limits::{
     max_transfer_bytes_from_mdts, parse_max_hw_sectors_kb, parse_max_segments, sysfs_queue_dirs,
     transfer_limit_bytes, KernelQueueLimits, NVME_MPSMIN_BYTES_ASSUMED, NVME_SEGMENTS_ASSUMED,
     NVME_TRANSFER_BYTES_UNLIMITED_CAP,
 };
+pub use namespace::NvmeNamespace;
 pub use open::{check_nvme_char_device, NvmeOpenError};
 pub use status::{
     decode_nvme_status, nvme_res_to_result, NVME_SCT_COMMAND_SPECIFIC, NVME_SCT_GENERIC,

@@ -5,14 +5,11 @@
 //! back and checks it through the ioctl path, so the tests stay independent.
 
 use std::collections::BTreeSet;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rbio_core::{Buffer, BufferPool, Completion, Engine, IoError, NvmeStatus, Op, Wait};
-use rbio_uring::{
-    nvme_read_blocking, NvmeEngine, NvmeOpenError, NvmeSetupError, RingFlags, DROP_DRAIN_TIMEOUT,
-};
+use rbio_uring::{NvmeEngine, NvmeOpenError, NvmeSetupError, RingFlags, DROP_DRAIN_TIMEOUT};
 
 use super::{check_pattern, expected_devices, open, Expected, PAGE_BYTES};
 
@@ -94,9 +91,10 @@ fn write_through_engine(expected: &Expected, offset_bytes: u64, bytes: &[u8]) {
 /// synchronous ioctl path.
 fn restore_fill(expected: &Expected, offset_bytes: u64, len_bytes: usize) {
     write_through_engine(expected, offset_bytes, &fill_bytes(offset_bytes, len_bytes));
-    let (file, info) = open(expected);
     let mut back = vec![0u8; len_bytes];
-    nvme_read_blocking(file.as_fd(), &info, offset_bytes, &mut back).unwrap();
+    open(expected)
+        .read_blocking(offset_bytes, &mut back)
+        .unwrap();
     check_pattern(&expected.path, offset_bytes, &back);
 }
 
@@ -128,10 +126,10 @@ fn read_and_check_through_engine(
 #[test]
 fn identifies_the_namespace_like_the_ioctl_path() {
     for expected in expected_devices() {
-        let (_file, info) = open(&expected);
+        let namespace = open(&expected);
         let engine = NvmeEngine::open(&expected.path).unwrap();
         println!("{}: {}", expected.path.display(), engine.setup_report());
-        assert_eq!(engine.namespace(), &info);
+        assert_eq!(engine.namespace(), namespace.info());
         assert_eq!(engine.device().size_bytes(), expected.size_bytes);
         assert_eq!(engine.device().logical_block_bytes(), expected.lba_bytes);
         let capabilities = engine.capabilities();
@@ -300,10 +298,10 @@ fn writes_read_back_then_flush() {
             }
             let flushed = run(&mut engine, vec![Op::flush(99)]);
             assert_eq!(flushed[0].result(), &Ok(0), "flush");
-            let (file, info) = open(&expected);
+            let namespace = open(&expected);
             for (tag, &(offset_bytes, len_bytes)) in writes.iter().enumerate() {
                 let mut back = vec![0u8; len_bytes];
-                nvme_read_blocking(file.as_fd(), &info, offset_bytes, &mut back).unwrap();
+                namespace.read_blocking(offset_bytes, &mut back).unwrap();
                 let wanted: Vec<u8> = (0..len_bytes).map(|at| content(tag, at)).collect();
                 assert!(
                     back == wanted,
@@ -404,9 +402,9 @@ fn runs_a_batch_far_larger_than_the_ring() {
 #[test]
 fn splits_a_transfer_larger_than_the_limit() {
     for expected in expected_devices() {
-        let (_file, info) = open(&expected);
+        let namespace = open(&expected);
         let lba_bytes = u64::from(expected.lba_bytes);
-        let len_bytes = 2 * u64::from(info.max_transfer_bytes) + 3 * lba_bytes;
+        let len_bytes = 2 * u64::from(namespace.info().max_transfer_bytes()) + 3 * lba_bytes;
         let offset_bytes = 5 * lba_bytes;
         let buffer_bytes = (len_bytes as usize).next_multiple_of(PAGE_BYTES);
         for fixed in [false, true] {
@@ -429,9 +427,8 @@ fn splits_a_transfer_larger_than_the_limit() {
             let wanted = buffer.as_slice().to_vec();
             let written = run(&mut engine, vec![Op::write(0, offset_bytes, buffer)]);
             assert_eq!(written[0].result(), &Ok(len_bytes as usize));
-            let (file, _) = open(&expected);
             let mut back = vec![0u8; len_bytes as usize];
-            nvme_read_blocking(file.as_fd(), &info, offset_bytes, &mut back).unwrap();
+            namespace.read_blocking(offset_bytes, &mut back).unwrap();
             assert!(
                 back == wanted,
                 "{}: split write did not read back",
