@@ -149,6 +149,11 @@ impl Prepared {
     }
 }
 
+/// Slots written between flushes: bounds the dirty page cache (and the file system's
+/// reservations for it) while a large image is prepared, instead of one flush of gigabytes
+/// of scattered pages at the end.
+const FLUSH_EVERY_SLOTS: u64 = 1 << 16;
+
 /// Writes the image `spec` describes on `device` through `engine`, then damages it.
 ///
 /// `progress` sees `(slots written, entry_count)` as slot headers complete.
@@ -166,7 +171,7 @@ pub fn prepare(
     let geometry = *writer.geometry();
     spec.check(&geometry)?;
     let total = spec.entry_count;
-    let slots = (0..total).map(|k| {
+    let slot_write = |k: u64| {
         let entry = spec.entry(k);
         SlotWrite {
             slot_index: entry.slot_index,
@@ -176,8 +181,16 @@ pub fn prepare(
                 pattern: PayloadPattern::Entry { entry_index: k },
             }),
         }
-    });
-    let mut stats = writer.write_slots_with_progress(slots, &mut |done| progress(done, total))?;
+    };
+    let mut stats = WriteStats::default();
+    for chunk_start in (0..total).step_by(FLUSH_EVERY_SLOTS as usize) {
+        let chunk_end = (chunk_start + FLUSH_EVERY_SLOTS).min(total);
+        let slots = (chunk_start..chunk_end).map(slot_write);
+        let written = writer
+            .write_slots_with_progress(slots, &mut |done| progress(chunk_start + done, total))?;
+        add(&mut stats, written);
+        writer.flush()?;
+    }
     let mut first_blocks = Vec::new();
     for seq in 1..=u64::from(spec.checkpoints) {
         let payload = checkpoint_payload(spec, &geometry, seq);
