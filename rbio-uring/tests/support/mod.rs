@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,15 +62,7 @@ pub fn within<T: Send + 'static>(
     limit: Duration,
     body: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    let (sender, receiver) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sender.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
-    });
-    match receiver.recv_timeout(limit) {
-        Ok(Ok(value)) => value,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("{what} did not finish within {limit:?}: hung"),
-    }
+    rbio_core::conformance::within(what, limit, body)
 }
 
 /// A loop device over a temporary backing file, with O_DIRECT to the backing file and a
