@@ -594,7 +594,8 @@ fn the_command_exits_with_its_documented_code_and_one_line() {
     ]);
     assert_exit("image cut inside its metadata", &output, 2, 1);
 
-    // Payloads that are not checkpoints: exit 4, the reason in the report, nothing on stderr.
+    // Payloads that are not checkpoints: bringup and inspect both exit 4, the reason in the
+    // report, nothing on stderr.
     let deep = format!(r#"{{"version":1,"x":{}}}"#, "[".repeat(10_000));
     for (case, bytes, reason) in [
         ("wrong types", br#"{"version":1,"next_slot":"3"}"#.to_vec(), "next_slot is a string"),
@@ -607,8 +608,7 @@ fn the_command_exits_with_its_documented_code_and_one_line() {
             let mut args = bringup_args(&image, &[]);
             args[0] = command;
             let output = rbio(&args);
-            let code = if command == "bringup" { 4 } else { 0 };
-            let text = assert_exit(case, &output, code, 0);
+            let text = assert_exit(case, &output, 4, 0);
             assert!(text.contains(reason), "{command} {case}: {text}");
         }
     }
