@@ -257,7 +257,8 @@ impl Counts {
 pub struct PhaseTimes {
     /// Reading mirror headers and the chosen payload, checking CRCs.
     pub select: Duration,
-    /// Parsing the JSON payload.
+    /// Parsing the JSON payload: the parser thread's busy time, without the time it waited
+    /// for validation to take its batches.
     pub parse: Duration,
     /// Applying the checkpoint and per-entry rules.
     pub apply: Duration,
