@@ -11,18 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rbio_benches::{data_file, print_summary, random_offsets, rate, Row};
+use rbio_benches::{
+    data_file, print_summary, random_offsets, rate, Row, DIRECT_FILE_BYTES, HOT_FILE_BYTES,
+    OFFSET_COUNT, OP_COUNT,
+};
 use rbio_core::{BufferPool, Device, Engine, OpSpec, SerialEngine, Stream};
 use rbio_posix::PosixEngine;
 
-const DIRECT_FILE_BYTES: u64 = 2 << 30;
-const HOT_FILE_BYTES: u64 = 256 << 20;
-/// Reads per criterion iteration.
-const OP_COUNT: usize = 4096;
 /// Reads in the timed run behind each summary row.
 const SUMMARY_OP_COUNT: usize = 32 * 1024;
-/// Offsets cycled through, so that successive iterations read different blocks, as fio does.
-const OFFSET_COUNT: usize = 1 << 20;
 const WORKER_COUNTS: [usize; 5] = [1, 2, 4, 8, 16];
 /// The serial engine's window: it performs one read at a time whatever the window, and a
 /// larger window only spares driver round trips.

@@ -6,6 +6,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The data file of the O_DIRECT engine benchmarks: 2 GiB, larger than any cache in the way.
+pub const DIRECT_FILE_BYTES: u64 = 2 << 30;
+/// The data file of the hot-page-cache benchmarks.
+pub const HOT_FILE_BYTES: u64 = 256 << 20;
+/// Reads per criterion iteration of the engine benchmarks.
+pub const OP_COUNT: usize = 4096;
+/// Offsets the engine benchmarks cycle through, so successive iterations read different
+/// blocks, as fio does.
+pub const OFFSET_COUNT: usize = 1 << 20;
+
 /// Where benchmark data files live: `target/rbio-bench/` of the workspace, kept across runs.
 pub fn bench_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
