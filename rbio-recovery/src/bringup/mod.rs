@@ -4,6 +4,7 @@
 //! The validation loop is written once and fed by whatever engine the caller chose.
 
 mod apply;
+mod index;
 mod parse;
 mod read;
 mod select;
@@ -17,6 +18,7 @@ use std::time::Instant;
 
 use rbio_core::{BufferPool, Device, Engine, PoolError, StreamError, PAGE_BYTES};
 
+pub use index::FREE_SLOTS_MAX;
 pub use select::{MirrorStatus, MirrorVerdict};
 // For `inspect`, which verifies both mirrors with the same selection code.
 pub(crate) use select::select;
@@ -25,9 +27,7 @@ use crate::format::{
     Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter, DevicePathPolicy, EntryFields,
     FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
 };
-use crate::report::{
-    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes, Report,
-};
+use crate::report::{CheckpointIgnored, ChosenCheckpoint, Counts, PhaseTimes, Report};
 
 /// How to bring a device up.
 #[derive(Clone, Debug)]
@@ -386,77 +386,13 @@ impl Bringup {
             done: 1,
             total: 1,
         });
-        self.assemble(
-            ledger.entries,
-            states,
-            checkpoint.next_slot(),
-            report,
-            started,
-        )
-    }
-
-    /// Builds the index, free list and report from every entry's final state.
-    fn assemble(
-        &self,
-        entries: Vec<CheckpointEntry<'_>>,
-        states: Vec<EntryState>,
-        next_slot: u64,
-        mut report: Report,
-        started: Instant,
-    ) -> Result<Recovered, BringupError> {
-        let mut index = Vec::new();
-        let mut owned_slots = Vec::new();
-        report.counts.in_checkpoint = entries.len() as u64;
-        for (entry, state) in entries.into_iter().zip(states) {
-            report.counts.add(&state);
-            let fields = entry.fields.as_ref().ok();
-            if self.options.report_all_entries || state != EntryState::Kept {
-                report.entries.push(EntryOutcome {
-                    key: entry.key.to_string(),
-                    offset_bytes: fields.map(|f| f.offset_bytes),
-                    size_bytes: fields.map(|f| f.size_bytes),
-                    state: state.clone(),
-                });
-            }
-            if state.is_in_index() {
-                let fields = entry.fields.expect("entries in the index passed apply");
-                let slot_index = self
-                    .geometry
-                    .slot_index_of(fields.offset_bytes)
-                    .expect("passed apply");
-                owned_slots.push(slot_index);
-                index.push(IndexEntry {
-                    key: entry.key.into_owned(),
-                    fields: fields.into_owned(),
-                });
-            }
-        }
-        owned_slots.sort_unstable();
-        let next_slot = self.next_slot_past(next_slot, &owned_slots, &mut report);
-        let free_slots = free_slots(next_slot, &owned_slots)?;
         report.phases.total = started.elapsed();
-        Ok(Recovered {
-            index,
-            free_slots,
-            next_slot,
-            report,
-        })
-    }
-
-    /// `next_slot`, raised past any slot an indexed entry owns: LMCache hands out slots from
-    /// `next_slot` on, and must never hand out one that a kept entry still holds.
-    fn next_slot_past(&self, next_slot: u64, owned_slots: &[u64], report: &mut Report) -> u64 {
-        match owned_slots.last() {
-            Some(&highest) if highest >= next_slot => {
-                report.warnings.push(format!(
-                    "kept entries own slots up to {highest}, at or past the checkpoint's next_slot \
-                     {next_slot}: next_slot raised to {}",
-                    highest + 1
-                ));
-                highest + 1
-            }
-            _ => next_slot,
-        }
+        let inputs = index::Inputs {
+            geometry: &self.geometry,
+            next_slot: checkpoint.next_slot(),
+            report_all_entries: self.options.report_all_entries,
+        };
+        index::build(&inputs, ledger.entries, states, report)
     }
 
     fn empty_report(&self, engine: &dyn Engine) -> Report {
@@ -528,54 +464,4 @@ fn header_read_bytes(device: &Device, layout: &Layout) -> usize {
 /// As [`rbio_core::DeviceOptions::open`].
 pub fn open_device(path: &Path, direct: bool) -> Result<Arc<Device>, rbio_core::OpenError> {
     Device::options().direct(direct).open(path).map(Arc::new)
-}
-
-/// The most slots a free list may hold (2 GiB of slot numbers): a checkpoint whose
-/// `next_slot` needs more is refused rather than exhausting memory.
-pub const FREE_SLOTS_MAX: u64 = 1 << 28;
-
-/// Every slot below `next_slot` that `owned_slots` (sorted) does not hold, ascending.
-fn free_slots(next_slot: u64, owned_slots: &[u64]) -> Result<Vec<u64>, BringupError> {
-    let owned_below = owned_slots.partition_point(|&slot| slot < next_slot) as u64;
-    let free_count = next_slot - owned_below.min(next_slot);
-    if free_count > FREE_SLOTS_MAX {
-        return Err(BringupError::TooManySlots {
-            next_slot,
-            limit: FREE_SLOTS_MAX,
-        });
-    }
-    let mut owned = owned_slots.iter().peekable();
-    let mut free = Vec::with_capacity(free_count as usize);
-    for slot in 0..next_slot {
-        while owned.next_if(|&&owned_slot| owned_slot < slot).is_some() {}
-        if owned.peek() != Some(&&slot) {
-            free.push(slot);
-        }
-    }
-    Ok(free)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn free_slots_are_the_unowned_slots_below_next_slot() {
-        assert_eq!(free_slots(5, &[1, 3]).unwrap(), vec![0, 2, 4]);
-        assert_eq!(free_slots(3, &[0, 1, 2, 7]).unwrap(), Vec::<u64>::new());
-        assert_eq!(free_slots(0, &[]).unwrap(), Vec::<u64>::new());
-        assert_eq!(free_slots(4, &[]).unwrap(), vec![0, 1, 2, 3]);
-    }
-
-    #[test]
-    fn a_free_list_too_large_to_hold_is_a_typed_error() {
-        let next_slot = FREE_SLOTS_MAX + 2;
-        let error = free_slots(next_slot, &[0]).unwrap_err();
-        assert!(
-            matches!(error, BringupError::TooManySlots { .. }),
-            "{error}"
-        );
-        assert!(free_slots(FREE_SLOTS_MAX + 1, &[0])
-            .is_ok_and(|free| free.len() as u64 == FREE_SLOTS_MAX));
-    }
 }
