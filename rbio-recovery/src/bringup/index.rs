@@ -82,13 +82,19 @@ pub const FREE_SLOTS_MAX: u64 = 1 << 28;
 
 /// Every slot below `next_slot` that `owned_slots` (sorted) does not hold, ascending.
 fn free_slots(next_slot: u64, owned_slots: &[u64]) -> Result<Vec<u64>, BringupError> {
+    free_slots_at_most(next_slot, owned_slots, FREE_SLOTS_MAX)
+}
+
+/// [`free_slots`] with the bound on its length as a parameter.
+fn free_slots_at_most(
+    next_slot: u64,
+    owned_slots: &[u64],
+    limit: u64,
+) -> Result<Vec<u64>, BringupError> {
     let owned_below = owned_slots.partition_point(|&slot| slot < next_slot) as u64;
     let free_count = next_slot - owned_below.min(next_slot);
-    if free_count > FREE_SLOTS_MAX {
-        return Err(BringupError::TooManySlots {
-            next_slot,
-            limit: FREE_SLOTS_MAX,
-        });
+    if free_count > limit {
+        return Err(BringupError::TooManySlots { next_slot, limit });
     }
     let mut owned = owned_slots.iter().peekable();
     let mut free = Vec::with_capacity(free_count as usize);
@@ -115,13 +121,22 @@ mod tests {
 
     #[test]
     fn a_free_list_too_large_to_hold_is_a_typed_error() {
-        let next_slot = FREE_SLOTS_MAX + 2;
-        let error = free_slots(next_slot, &[0]).unwrap_err();
+        let error = free_slots_at_most(12, &[0], 10).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BringupError::TooManySlots {
+                    next_slot: 12,
+                    limit: 10
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(free_slots_at_most(11, &[0], 10).unwrap().len(), 10);
+        let error = free_slots(FREE_SLOTS_MAX + 2, &[0]).unwrap_err();
         assert!(
             matches!(error, BringupError::TooManySlots { .. }),
             "{error}"
         );
-        assert!(free_slots(FREE_SLOTS_MAX + 1, &[0])
-            .is_ok_and(|free| free.len() as u64 == FREE_SLOTS_MAX));
     }
 }

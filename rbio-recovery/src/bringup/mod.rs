@@ -386,13 +386,14 @@ impl Bringup {
             done: 1,
             total: 1,
         });
-        report.phases.total = started.elapsed();
         let inputs = index::Inputs {
             geometry: &self.geometry,
             next_slot: checkpoint.next_slot(),
             report_all_entries: self.options.report_all_entries,
         };
-        index::build(&inputs, ledger.entries, states, report)
+        let mut recovered = index::build(&inputs, ledger.entries, states, report)?;
+        recovered.report.phases.total = started.elapsed();
+        Ok(recovered)
     }
 
     fn empty_report(&self, engine: &dyn Engine) -> Report {

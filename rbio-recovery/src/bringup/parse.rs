@@ -46,7 +46,9 @@ pub(super) fn parse_in_batches<'a>(
     });
     if !receiver_gone && !restarted && !batch.is_empty() {
         // The receiver may have stopped early (engine failure); then there is no one to tell.
+        let send_started = Instant::now();
         let _ = sender.send(batch);
+        waited += send_started.elapsed();
     }
     let parsed = ParsedHead { head, restarted };
     (parsed, started.elapsed().saturating_sub(waited))
