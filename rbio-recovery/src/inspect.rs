@@ -190,15 +190,12 @@ impl Inspection {
     }
 }
 
+/// The report's mirror object, plus `crc_ok`: inspect checks both payloads, so a valid mirror
+/// is exactly one whose CRC holds.
 fn mirror_json(mirror: &MirrorStatus) -> Value {
-    json!({
-        "mirror": mirror.mirror_index,
-        "offset_bytes": mirror.offset_bytes,
-        "seq": mirror.header.map(|h| h.seq),
-        "payload_len_bytes": mirror.header.map(|h| h.payload_len_bytes),
-        "crc_ok": mirror.verdict == MirrorVerdict::Valid,
-        "verdict": mirror.verdict.to_string(),
-    })
+    let mut object = crate::report::mirror_json(mirror);
+    object["crc_ok"] = Value::Bool(mirror.verdict == MirrorVerdict::Valid);
+    object
 }
 
 #[cfg(test)]

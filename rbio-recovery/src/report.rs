@@ -382,7 +382,8 @@ impl Report {
     }
 }
 
-fn mirror_json(mirror: &MirrorStatus) -> Value {
+/// One mirror as JSON: index, offset, seq, payload length, whether it is valid, its verdict.
+pub(crate) fn mirror_json(mirror: &MirrorStatus) -> Value {
     json!({
         "mirror": mirror.mirror_index,
         "offset_bytes": mirror.offset_bytes,
