@@ -312,19 +312,9 @@ impl Eq for TensorMeta<'_> {}
 mod tests {
     use super::*;
 
+    use crate::format::test_fixture::{c1000_geometry as geometry, c1000_layout as layout};
+
     const MIB: u64 = 1 << 20;
-
-    fn layout() -> Layout {
-        Layout {
-            slot_bytes: 64 << 10,
-            meta_total_bytes: 4 * MIB,
-            ..Layout::default()
-        }
-    }
-
-    fn geometry() -> Geometry {
-        layout().validate(72 * MIB).unwrap()
-    }
 
     /// Applies the whole-checkpoint rules to `{"version":1,<fields>}` configured at `/dev/x`.
     fn check(fields: &str, policy: DevicePathPolicy, expected: Result<(), &str>) {

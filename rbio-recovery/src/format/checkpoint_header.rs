@@ -337,19 +337,9 @@ impl std::error::Error for CheckpointRejection {}
 mod tests {
     use super::*;
 
+    use crate::format::test_fixture::{c1000_geometry as geometry, c1000_layout as layout};
+
     const MIB: u64 = 1 << 20;
-
-    fn layout() -> Layout {
-        Layout {
-            slot_bytes: 64 << 10,
-            meta_total_bytes: 4 * MIB,
-            ..Layout::default()
-        }
-    }
-
-    fn geometry() -> Geometry {
-        layout().validate(72 * MIB).unwrap()
-    }
 
     /// Builds a header from its fields in on-disk order.
     fn header(magic: &[u8; 8], version: u32, seq: u64, payload_len_bytes: u64) -> Vec<u8> {

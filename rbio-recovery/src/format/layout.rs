@@ -522,14 +522,7 @@ impl std::error::Error for SlotOffsetError {}
 mod tests {
     use super::*;
 
-    /// The c1000 fixture's layout: 4 MiB metadata, 64 KiB slots, a 72 MiB image.
-    fn c1000() -> Layout {
-        Layout {
-            slot_bytes: 64 * KIB,
-            meta_total_bytes: 4 * MIB,
-            ..Layout::default()
-        }
-    }
+    use crate::format::test_fixture::c1000_layout as c1000;
 
     fn check_err(layout: Layout, device_size_bytes: u64, expected: &str) {
         let err = layout.validate(device_size_bytes).unwrap_err();

@@ -24,6 +24,8 @@ mod checkpoint_write;
 mod identity;
 mod layout;
 mod slot_header;
+#[cfg(test)]
+mod test_fixture;
 
 pub use checkpoint::{
     Checkpoint, CheckpointEntry, CheckpointHead, DevicePathPolicy, EntryFields, TensorMeta,
