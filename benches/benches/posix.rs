@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rbio_benches::{
-    data_file, print_summary, random_offsets, rate, Row, DIRECT_FILE_BYTES, HOT_FILE_BYTES,
-    OFFSET_COUNT, OP_COUNT,
+    data_file, print_summary, rate, Row, Workload, DIRECT_FILE_BYTES, HOT_FILE_BYTES, OP_COUNT,
 };
 use rbio_core::{BufferPool, Device, Engine, OpSpec, SerialEngine, Stream};
 use rbio_posix::PosixEngine;
@@ -25,56 +24,33 @@ const WORKER_COUNTS: [usize; 5] = [1, 2, 4, 8, 16];
 /// larger window only spares driver round trips.
 const SERIAL_WINDOW: usize = 16;
 
-/// Random reads over one device, cycling through a long list of offsets.
-struct Workload {
-    device: Arc<Device>,
-    offsets: Vec<u64>,
-    cursor: usize,
+/// Streams `op_count` reads through `engine` with `window` in flight; returns the count.
+fn run(workload: &mut Workload, engine: &mut dyn Engine, window: usize, op_count: usize) -> u64 {
+    let pool = BufferPool::new(4096, window, 4096).expect("pool");
+    let specs = (0..op_count).map(|index| OpSpec::read(index as u64, workload.next_offset(), 4096));
+    let stats = Stream::new(engine, &pool)
+        .window(window)
+        .run_reads(specs, |completion| {
+            assert_eq!(completion.result(), &Ok(4096), "{:?}", completion.info());
+        })
+        .expect("stream");
+    stats.op_count
 }
 
-impl Workload {
-    fn new(device: Device, file_bytes: u64) -> Workload {
-        Workload {
-            device: Arc::new(device),
-            offsets: random_offsets(OFFSET_COUNT, file_bytes, 4096, 7),
-            cursor: 0,
-        }
-    }
-
-    /// Streams `op_count` reads through `engine` with `window` in flight; returns the count.
-    fn run(&mut self, engine: &mut dyn Engine, window: usize, op_count: usize) -> u64 {
-        let pool = BufferPool::new(4096, window, 4096).expect("pool");
-        let start = self.cursor;
-        self.cursor = (self.cursor + op_count) % self.offsets.len();
-        let offsets = &self.offsets;
-        let specs = (0..op_count).map(|index| {
-            let offset = offsets[(start + index) % offsets.len()];
-            OpSpec::read(index as u64, offset, 4096)
-        });
-        let stats = Stream::new(engine, &pool)
-            .window(window)
-            .run_reads(specs, |completion| {
-                assert_eq!(completion.result(), &Ok(4096), "{:?}", completion.info());
-            })
-            .expect("stream");
-        stats.op_count
-    }
-
-    /// Measures one configuration: criterion's samples, then a longer timed run for the row.
-    fn measure(
-        &mut self,
-        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-        name: &str,
-        engine: &mut dyn Engine,
-        window: usize,
-    ) -> Row {
-        group.bench_function(name, |b| b.iter(|| self.run(engine, window, OP_COUNT)));
-        let started = Instant::now();
-        let op_count = self.run(engine, window, SUMMARY_OP_COUNT);
-        Row {
-            name: name.to_owned(),
-            ops_per_second: rate(op_count, started.elapsed()),
-        }
+/// Measures one configuration: criterion's samples, then a longer timed run for the row.
+fn measure(
+    workload: &mut Workload,
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    engine: &mut dyn Engine,
+    window: usize,
+) -> Row {
+    group.bench_function(name, |b| b.iter(|| run(workload, engine, window, OP_COUNT)));
+    let started = Instant::now();
+    let op_count = run(workload, engine, window, SUMMARY_OP_COUNT);
+    Row {
+        name: name.to_owned(),
+        ops_per_second: rate(op_count, started.elapsed()),
     }
 }
 
@@ -93,7 +69,8 @@ fn compare(c: &mut Criterion, group_name: &str, workload: &mut Workload) -> Vec<
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(8));
     let mut serial = SerialEngine::new(workload.device.clone()).expect("serial engine");
-    let mut rows = vec![workload.measure(
+    let mut rows = vec![measure(
+        workload,
         &mut group,
         &format!("serial window={SERIAL_WINDOW}"),
         &mut serial,
@@ -103,7 +80,7 @@ fn compare(c: &mut Criterion, group_name: &str, workload: &mut Workload) -> Vec<
         let mut engine = posix_engine(&workload.device, worker_count);
         let window = 4 * worker_count;
         let name = format!("posix workers={worker_count} window={window}");
-        rows.push(workload.measure(&mut group, &name, &mut engine, window));
+        rows.push(measure(workload, &mut group, &name, &mut engine, window));
     }
     group.finish();
     rows

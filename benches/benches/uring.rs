@@ -15,13 +15,11 @@
 //! --rw=randread --bs=4k --iodepth=N [--fixedbufs] --time_based --runtime=10`.
 #![allow(missing_docs)] // criterion_group! defines an undocumented public function.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use rbio_benches::{
-    data_file, print_summary, random_offsets, rate, Row, DIRECT_FILE_BYTES, HOT_FILE_BYTES,
-    OFFSET_COUNT, OP_COUNT,
+    data_file, print_summary, rate, Row, Workload, DIRECT_FILE_BYTES, HOT_FILE_BYTES, OP_COUNT,
 };
 use rbio_core::{Buffer, BufferPool, Completion, Device, Engine, Op, SerialEngine, Wait};
 use rbio_uring::UringEngine;
@@ -35,72 +33,58 @@ const SERIAL_WINDOW: usize = 16;
 
 type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
-/// Random 4 KiB reads over one device, cycling through a long list of offsets.
-struct Workload {
-    device: Arc<Device>,
-    offsets: Vec<u64>,
-    cursor: usize,
+/// Keeps `buffers.len()` reads in flight until `op_count` have completed, reusing each
+/// buffer as soon as its completion arrives; returns the count.
+fn run(
+    workload: &mut Workload,
+    engine: &mut dyn Engine,
+    buffers: &mut Vec<Buffer>,
+    op_count: usize,
+) -> u64 {
+    let window = buffers.len();
+    let mut batch: Vec<Op> = Vec::with_capacity(window);
+    let mut completions: Vec<Completion> = Vec::with_capacity(window);
+    let (mut submitted, mut done) = (0usize, 0usize);
+    while done < op_count {
+        while submitted < op_count {
+            let Some(buffer) = buffers.pop() else { break };
+            batch.push(Op::read(submitted as u64, workload.next_offset(), buffer));
+            submitted += 1;
+        }
+        if !batch.is_empty() {
+            engine.submit(&mut batch);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        assert!(
+            engine.reap(&mut completions, Wait::Until(deadline)) > 0,
+            "engine stalled"
+        );
+        for completion in completions.drain(..) {
+            assert_eq!(completion.result(), &Ok(4096), "{}", completion.info());
+            buffers.push(completion.into_buffer().expect("a completed read's buffer"));
+            done += 1;
+        }
+    }
+    done as u64
 }
 
-impl Workload {
-    fn new(device: Device, file_bytes: u64) -> Workload {
-        Workload {
-            device: Arc::new(device),
-            offsets: random_offsets(OFFSET_COUNT, file_bytes, 4096, 7),
-            cursor: 0,
-        }
-    }
-
-    /// Keeps `buffers.len()` reads in flight until `op_count` have completed, reusing each
-    /// buffer as soon as its completion arrives; returns the count.
-    fn run(&mut self, engine: &mut dyn Engine, buffers: &mut Vec<Buffer>, op_count: usize) -> u64 {
-        let window = buffers.len();
-        let mut batch: Vec<Op> = Vec::with_capacity(window);
-        let mut completions: Vec<Completion> = Vec::with_capacity(window);
-        let (mut submitted, mut done) = (0usize, 0usize);
-        while done < op_count {
-            while submitted < op_count {
-                let Some(buffer) = buffers.pop() else { break };
-                let offset = self.offsets[self.cursor];
-                self.cursor = (self.cursor + 1) % self.offsets.len();
-                batch.push(Op::read(submitted as u64, offset, buffer));
-                submitted += 1;
-            }
-            if !batch.is_empty() {
-                engine.submit(&mut batch);
-            }
-            let deadline = Instant::now() + Duration::from_secs(30);
-            assert!(
-                engine.reap(&mut completions, Wait::Until(deadline)) > 0,
-                "engine stalled"
-            );
-            for completion in completions.drain(..) {
-                assert_eq!(completion.result(), &Ok(4096), "{}", completion.info());
-                buffers.push(completion.into_buffer().expect("a completed read's buffer"));
-                done += 1;
-            }
-        }
-        done as u64
-    }
-
-    /// Criterion's samples, then a longer timed run for the summary row.
-    fn measure(
-        &mut self,
-        group: &mut Group<'_>,
-        name: &str,
-        engine: &mut dyn Engine,
-        pool: &BufferPool,
-    ) -> Row {
-        let mut buffers: Vec<Buffer> = std::iter::from_fn(|| pool.take()).collect();
-        group.bench_function(name, |b| {
-            b.iter(|| self.run(engine, &mut buffers, OP_COUNT))
-        });
-        let started = Instant::now();
-        let op_count = self.run(engine, &mut buffers, SUMMARY_OP_COUNT);
-        Row {
-            name: name.to_owned(),
-            ops_per_second: rate(op_count, started.elapsed()),
-        }
+/// Criterion's samples, then a longer timed run for the summary row.
+fn measure(
+    workload: &mut Workload,
+    group: &mut Group<'_>,
+    name: &str,
+    engine: &mut dyn Engine,
+    pool: &BufferPool,
+) -> Row {
+    let mut buffers: Vec<Buffer> = std::iter::from_fn(|| pool.take()).collect();
+    group.bench_function(name, |b| {
+        b.iter(|| run(workload, engine, &mut buffers, OP_COUNT))
+    });
+    let started = Instant::now();
+    let op_count = run(workload, engine, &mut buffers, SUMMARY_OP_COUNT);
+    Row {
+        name: name.to_owned(),
+        ops_per_second: rate(op_count, started.elapsed()),
     }
 }
 
@@ -116,7 +100,8 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> Group<'a> {
 fn serial_row(group: &mut Group<'_>, workload: &mut Workload) -> Row {
     let mut serial = SerialEngine::new(workload.device.clone()).expect("serial engine");
     let pool = BufferPool::new(4096, SERIAL_WINDOW, 4096).expect("pool");
-    workload.measure(
+    measure(
+        workload,
         group,
         &format!("serial window={SERIAL_WINDOW}"),
         &mut serial,
@@ -144,7 +129,7 @@ fn compare(c: &mut Criterion, name: &str, workload: &mut Workload, windows: &[us
                 if fixed { " fixed" } else { "" },
                 if sqes_per_enter == 1 { " 1/enter" } else { "" }
             );
-            rows.push(workload.measure(&mut group, &label, &mut engine, &pool));
+            rows.push(measure(workload, &mut group, &label, &mut engine, &pool));
         }
     }
     group.finish();
@@ -211,10 +196,21 @@ fn uring_null(c: &mut Criterion) {
             .build()
             .expect("io_uring engine");
         let label = format!("uring null window={window}");
-        rows.push(workload.measure(&mut group, &label, &mut engine, &pool));
+        rows.push(measure(
+            &mut workload,
+            &mut group,
+            &label,
+            &mut engine,
+            &pool,
+        ));
         let mut buffers: Vec<Buffer> = std::iter::from_fn(|| pool.take()).collect();
         let cpu_before = thread_cpu_time();
-        let op_count = workload.run(&mut engine, &mut buffers, 16 * SUMMARY_OP_COUNT);
+        let op_count = run(
+            &mut workload,
+            &mut engine,
+            &mut buffers,
+            16 * SUMMARY_OP_COUNT,
+        );
         let cpu = thread_cpu_time() - cpu_before;
         per_core.push(Row {
             name: label,

@@ -4,7 +4,10 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rbio_core::Device;
 
 /// The data file of the O_DIRECT engine benchmarks: 2 GiB, larger than any cache in the way.
 pub const DIRECT_FILE_BYTES: u64 = 2 << 30;
@@ -76,6 +79,34 @@ pub fn random_offsets(count: usize, len_bytes: u64, block_bytes: u64, seed: u64)
             (state % blocks) * block_bytes
         })
         .collect()
+}
+
+/// Random 4 KiB reads over one device, for the engine benchmarks: a long list of seeded
+/// offsets ([`OFFSET_COUNT`]) cycled through, so successive iterations read different blocks,
+/// as fio does.
+pub struct Workload {
+    /// The device read.
+    pub device: Arc<Device>,
+    offsets: Vec<u64>,
+    cursor: usize,
+}
+
+impl Workload {
+    /// Reads of 4 KiB blocks anywhere in the first `file_bytes` of `device`.
+    pub fn new(device: Device, file_bytes: u64) -> Workload {
+        Workload {
+            device: Arc::new(device),
+            offsets: random_offsets(OFFSET_COUNT, file_bytes, 4096, 7),
+            cursor: 0,
+        }
+    }
+
+    /// The next offset to read, cycling through the list.
+    pub fn next_offset(&mut self) -> u64 {
+        let offset = self.offsets[self.cursor];
+        self.cursor = (self.cursor + 1) % self.offsets.len();
+        offset
+    }
 }
 
 /// Drops the page cache (root only); returns whether it was permitted.
