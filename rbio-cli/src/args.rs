@@ -6,7 +6,7 @@ use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rbio_recovery::{KeyNamespace, Layout};
 
-use crate::engines::{EngineKind, WINDOW_MAX, WORKERS_MAX};
+use rbio_engines::{EngineConfig, EngineKind, WINDOW_MAX, WORKERS_MAX};
 
 /// The most entries `demo`, `prepare` and `bench` make: far beyond a real checkpoint
 /// (LMCache's default 256 MiB metadata region holds about 700k), and small enough that no
@@ -119,8 +119,9 @@ impl From<NamespaceArg> for KeyNamespace {
 #[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Engine")]
 pub struct EngineArgs {
-    /// The I/O engine [default: the fastest available: uring, else posix].
-    #[arg(long, value_enum)]
+    /// The I/O engine: serial, posix, uring or nvme [default: the fastest available: uring,
+    /// else posix].
+    #[arg(long, value_name = "ENGINE", value_parser = parse_engine)]
     pub engine: Option<EngineKind>,
     /// posix: worker threads, 1 to 256 [default: from the device and core count].
     #[arg(long, value_name = "N", value_parser = count_in(1, WORKERS_MAX as u64))]
@@ -142,6 +143,19 @@ pub struct EngineArgs {
     /// Open the device with O_DIRECT (bypass the page cache).
     #[arg(long)]
     pub direct: bool,
+}
+
+impl EngineArgs {
+    /// The engine configuration these flags describe.
+    pub fn config(&self) -> EngineConfig {
+        EngineConfig {
+            kind: self.engine.unwrap_or_else(rbio_engines::best_available),
+            workers: self.workers,
+            window: self.window,
+            fixed_buffers: self.fixed_buffers,
+            sqes_per_enter: self.sqes_per_enter,
+        }
+    }
 }
 
 /// `rbio demo`.
@@ -349,6 +363,11 @@ fn parse_magic(text: &str) -> Result<[u8; 8], String> {
         return Err(format!("{text:?} is not ASCII"));
     }
     Ok(bytes)
+}
+
+/// `--engine`'s value, by the names rbio-engines gives.
+fn parse_engine(name: &str) -> Result<EngineKind, String> {
+    name.parse().map_err(|error: rbio_engines::UnknownEngine| error.to_string())
 }
 
 #[cfg(test)]

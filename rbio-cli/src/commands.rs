@@ -14,14 +14,14 @@ use rbio_recovery::{
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
-use crate::engines::{open_device_for, EngineConfig};
+use rbio_engines::{open_device_for, EngineConfig};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
 
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
-    let config = EngineConfig::from_args(&args.engine);
+    let config = args.engine.config();
     let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
     let options = BringupOptions {
         layout: args.layout.layout(),
@@ -38,7 +38,7 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     let recovered = bringup.run(&mut *engine, &mut |progress| bar.bringup(progress))?;
     bar.finish();
     if args.json {
-        println!("{}", render::bringup_json(&recovered, &args.device));
+        println!("{}", recovered.to_json());
     } else {
         print!("{}", render::bringup_text(&recovered, args.entries));
     }
@@ -93,7 +93,7 @@ fn path_policy(ignore_device_path: bool) -> DevicePathPolicy {
 
 /// `rbio inspect`: reads both mirrors and prints what they hold.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
-    let config = EngineConfig::from_args(&args.engine);
+    let config = args.engine.config();
     let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
     let options = InspectOptions {
         layout: args.layout.layout(),
@@ -146,7 +146,7 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
     // image) can outlast the other engines' operation timeout.
     let config = match args.engine.engine {
         None => EngineConfig::serial(),
-        Some(_) => EngineConfig::from_args(&args.engine),
+        Some(_) => args.engine.config(),
     };
     let config = EngineConfig {
         fixed_buffers: false, // the writer's buffers come from its own pool
@@ -390,6 +390,7 @@ mod tests {
 
     fn report(mirrors: Vec<MirrorStatus>) -> Report {
         Report {
+            device: "image".to_owned(),
             engine: "serial".to_owned(),
             mirrors,
             checkpoint: Some(ChosenCheckpoint {

@@ -16,7 +16,7 @@ use tempfile::TempDir;
 
 use crate::args::DemoArgs;
 use crate::commands::tiny_pool;
-use crate::engines::{self, EngineConfig};
+use rbio_engines::EngineConfig;
 use crate::exit::{Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render::{self, Table};
@@ -48,7 +48,7 @@ pub fn demo(args: &DemoArgs) -> Result<Exit, Failure> {
     // Cold reads without touching the rest of the machine: O_DIRECT bypasses the page cache
     // for this process alone. Dropping the whole cache is only done when asked.
     let direct = !args.buffered && direct_or_note(dir.path(), &image)?;
-    let (configs, missing) = engines::demo_set(DEMO_WINDOW);
+    let (configs, missing) = rbio_engines::demo_set(DEMO_WINDOW);
     let mut cache = args.drop_caches.then(|| CacheDropper::new("rbio demo"));
     let mut runs = Vec::new();
     for config in configs {
@@ -211,7 +211,7 @@ fn print_text(
     args: &DemoArgs,
     reads: &Reads,
     runs: &[Run],
-    missing: &[(engines::EngineKind, &str)],
+    missing: &[(rbio_engines::EngineKind, &str)],
     verdict: &Verdict,
 ) {
     let serial_secs = runs[0].recovered.report.phases.total.as_secs_f64();

@@ -2,7 +2,7 @@
 //!
 //! Each subcommand turns its typed arguments into the library's options, makes one library
 //! call (bringup, inspect, prepare) and renders the result for people or as JSON. Only
-//! engines.rs names concrete engines; errors are printed as one line with their causes, and
+//! rbio-engines names concrete engines; errors are printed as one line with their causes, and
 //! the exit codes are listed in `rbio --help`.
 #![forbid(unsafe_code)]
 
@@ -10,7 +10,6 @@ mod args;
 mod bench;
 mod commands;
 mod demo;
-mod engines;
 mod exit;
 mod progress;
 mod render;

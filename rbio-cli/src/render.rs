@@ -1,12 +1,9 @@
 //! Rendering for people (aligned tables, one-line summaries) and for programs (JSON).
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use rbio_recovery::{Inspection, MirrorVerdict, Recovered};
-use serde_json::{json, Value};
 
-use crate::system;
 
 /// Entries not kept that the text report lists without `--entries`.
 const ENTRIES_SHOWN_MAX: usize = 20;
@@ -114,20 +111,6 @@ pub fn bringup_text(recovered: &Recovered, all_entries: bool) -> String {
         );
     }
     out
-}
-
-/// The bringup report as one JSON object: the report's own JSON plus the device, the index
-/// size, the free list length, `next_slot` and the process's peak memory.
-pub fn bringup_json(recovered: &Recovered, device: &Path) -> Value {
-    let mut value = recovered.report.to_json();
-    if let Value::Object(object) = &mut value {
-        object.insert("device".into(), json!(device.display().to_string()));
-        object.insert("index_len".into(), json!(recovered.index.len()));
-        object.insert("free_slot_count".into(), json!(recovered.free_slots.len()));
-        object.insert("next_slot".into(), json!(recovered.next_slot));
-        object.insert("peak_rss_bytes".into(), json!(system::peak_rss_bytes()));
-    }
-    value
 }
 
 /// The inspection for people.

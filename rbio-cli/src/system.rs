@@ -26,14 +26,6 @@ pub fn cpu() -> String {
     format!("{count} x {model}")
 }
 
-/// The process's peak resident memory (`VmHWM`), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// Drops the page cache of the whole machine (root only): every program on it reads its data
 /// back from disk afterwards, so only the benchmark and `demo --drop-caches` call this.
 /// Returns why not when it is not permitted.

@@ -3,12 +3,17 @@
 //! says, as JSON; bad input of every kind gives one readable line on stderr, a documented exit
 //! code and no panic; `bench --baseline` flags a regression.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
+
+/// Unpacks LMCache fixture `name`; the directory must outlive the test.
+fn unpack_fixture(name: &str) -> (tempfile::TempDir, std::path::PathBuf, Value) {
+    let fixture = rbio_recovery::testing::unpack_fixture(name)
+        .unwrap_or_else(|error| panic!("fixture {name}: {error}"));
+    (fixture.dir, fixture.image, fixture.manifest)
+}
 
 fn rbio(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rbio"))
@@ -93,7 +98,7 @@ fn demo_reads_cold_with_o_direct_and_leaves_the_page_cache_alone() {
 
 #[test]
 fn bringup_of_the_lmcache_fixture_reports_its_manifest_as_json() {
-    let (_dir, image, manifest) = common::unpack_fixture("c1000");
+    let (_dir, image, manifest) = unpack_fixture("c1000");
     let image = image.to_str().unwrap();
     let mut args = vec![
         "bringup",
@@ -139,7 +144,7 @@ fn bringup_of_the_lmcache_fixture_reports_its_manifest_as_json() {
 
 #[test]
 fn bringup_text_and_inspect_describe_the_fixture() {
-    let (_dir, image, _manifest) = common::unpack_fixture("c1000");
+    let (_dir, image, _manifest) = unpack_fixture("c1000");
     let image = image.to_str().unwrap();
     let mut args = vec![
         "bringup",
@@ -166,7 +171,7 @@ fn bringup_text_and_inspect_describe_the_fixture() {
 
 #[test]
 fn a_checkpoint_for_another_device_path_exits_4() {
-    let (_dir, image, _manifest) = common::unpack_fixture("c1000");
+    let (_dir, image, _manifest) = unpack_fixture("c1000");
     let mut args = vec!["bringup", image.to_str().unwrap()];
     args.extend(FIXTURE_LAYOUT);
     let output = rbio(&args);

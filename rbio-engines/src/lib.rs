@@ -1,15 +1,17 @@
-//! The engines the command offers by name: the only place in rbio-recovery that names a
-//! concrete engine type. Everything else holds a `Box<dyn Engine>`.
+//! rbio's engines chosen by name: the one place that names a concrete engine type for the
+//! `rbio` command and the Python package alike.
+//!
+//! [`EngineKind`] is what `--engine` (or Python's `engine=`) names; [`EngineConfig`] adds its
+//! knobs (workers, window, fixed buffers, SQEs per enter) and [`EngineConfig::build`] turns it
+//! into a `Box<dyn Engine>` that `rbio-recovery` (which names no engine) runs on.
+#![forbid(unsafe_code)]
 
 use std::fmt;
 use std::sync::Arc;
 
-use clap::ValueEnum;
 use rbio_core::{BufferPool, Device, DeviceKind, Engine, SerialEngine};
 use rbio_posix::PosixEngine;
 use rbio_uring::{NvmeEngine, UringEngine};
-
-use crate::args::EngineArgs;
 
 /// The largest `--window`: the io_uring engine's (its submission queue's size).
 pub const WINDOW_MAX: usize = rbio_uring::WINDOW_MAX;
@@ -17,7 +19,7 @@ pub const WINDOW_MAX: usize = rbio_uring::WINDOW_MAX;
 pub const WORKERS_MAX: usize = rbio_posix::WORKERS_MAX;
 
 /// An engine, as `--engine` names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EngineKind {
     /// One synchronous pread after another: the reference.
     Serial,
@@ -31,6 +33,28 @@ pub enum EngineKind {
 }
 
 impl EngineKind {
+    /// Every engine, in the order `--engine` lists them.
+    pub const ALL: [EngineKind; 4] = [
+        EngineKind::Serial,
+        EngineKind::Posix,
+        EngineKind::Uring,
+        EngineKind::Nvme,
+    ];
+
+    /// What this engine is, in one line (for `--help`).
+    pub fn about(self) -> &'static str {
+        match self {
+            EngineKind::Serial => "one synchronous pread after another: the reference",
+            EngineKind::Posix => "a pool of pread worker threads over contiguous ranges (--workers)",
+            EngineKind::Uring => {
+                "io_uring with batched submission and a sliding window (--window, --fixed-buffers)"
+            }
+            EngineKind::Nvme => {
+                "NVMe passthrough through io_uring on a namespace's char device /dev/ngXnY"
+            }
+        }
+    }
+
     /// The name `--engine` takes.
     pub fn name(self) -> &'static str {
         match self {
@@ -97,17 +121,6 @@ impl EngineConfig {
         EngineConfig {
             sqes_per_enter: Some(sqes_per_enter),
             ..self
-        }
-    }
-
-    /// The configuration the command-line flags describe.
-    pub fn from_args(args: &EngineArgs) -> EngineConfig {
-        EngineConfig {
-            kind: args.engine.unwrap_or_else(best_available),
-            workers: args.workers,
-            window: args.window,
-            fixed_buffers: args.fixed_buffers,
-            sqes_per_enter: args.sqes_per_enter,
         }
     }
 
@@ -216,13 +229,14 @@ impl EngineConfig {
 /// kernel reports neither for a generic char device) and the layout can be checked against it.
 ///
 /// # Errors
-/// The open error, or why the NVMe namespace could not be identified.
+/// [`EngineError::Open`] when the path cannot be opened, [`EngineError::Start`] when the NVMe
+/// namespace could not be identified.
 pub fn open_device_for(
     kind: EngineKind,
     path: &std::path::Path,
     direct: bool,
-) -> Result<Arc<Device>, crate::exit::Failure> {
-    let device = rbio_recovery::open_device(path, direct)?;
+) -> Result<Arc<Device>, EngineError> {
+    let device = rbio_recovery::open_device(path, direct).map_err(EngineError::Open)?;
     if kind != EngineKind::Nvme || device.kind() != DeviceKind::Char {
         return Ok(device);
     }
@@ -285,6 +299,8 @@ pub enum EngineError {
         /// Why.
         why: &'static str,
     },
+    /// The device could not be opened.
+    Open(rbio_core::OpenError),
     /// Setting the engine up failed.
     Start {
         /// Its name.
@@ -301,6 +317,7 @@ impl fmt::Display for EngineError {
                 write!(f, "engine {engine} is unavailable: {why}")
             }
             EngineError::Start { engine, .. } => write!(f, "engine {engine} could not start"),
+            EngineError::Open(_) => f.write_str("the device could not be opened"),
         }
     }
 }
@@ -310,6 +327,70 @@ impl std::error::Error for EngineError {
         match self {
             EngineError::Unavailable { .. } => None,
             EngineError::Start { source, .. } => Some(&**source),
+            EngineError::Open(error) => Some(error),
         }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = UnknownEngine;
+
+    fn from_str(name: &str) -> Result<EngineKind, UnknownEngine> {
+        EngineKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| UnknownEngine(name.to_owned()))
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not one of [`EngineKind::ALL`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownEngine(pub String);
+
+impl fmt::Display for UnknownEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = EngineKind::ALL.iter().map(|kind| kind.name()).collect();
+        write!(
+            f,
+            "unknown engine {:?}: expected one of {}",
+            self.0,
+            names.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownEngine {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_parses_from_its_own_name_and_nothing_else_does() {
+        for kind in EngineKind::ALL {
+            assert_eq!(kind.name().parse::<EngineKind>(), Ok(kind));
+        }
+        let error = "io_uring".parse::<EngineKind>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unknown engine \"io_uring\": expected one of serial, posix, uring, nvme"
+        );
+    }
+
+    #[test]
+    fn labels_name_the_knobs_that_differ() {
+        assert_eq!(EngineConfig::serial().label(), "serial");
+        assert_eq!(EngineConfig::posix(Some(8)).label(), "posix w=8");
+        assert_eq!(EngineConfig::uring(64, true).label(), "uring q=64 fixed");
+        assert_eq!(
+            EngineConfig::uring(64, false).with_sqes_per_enter(1).label(),
+            "uring q=64 1/enter"
+        );
     }
 }

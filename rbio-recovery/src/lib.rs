@@ -9,13 +9,16 @@
 mod bringup;
 mod format;
 mod inspect;
+#[cfg(feature = "testing")]
 mod prepare;
 mod report;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod writer;
 
 pub use bringup::{
     open_device, Bringup, BringupError, BringupOptions, IndexEntry, MirrorStatus, MirrorVerdict,
-    Phase, Progress, Recovered, FREE_SLOTS_MAX,
+    peak_rss_bytes, Phase, Progress, Recovered, FREE_SLOTS_MAX,
 };
 pub use format::{
     crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,
@@ -27,6 +30,7 @@ pub use format::{
     MIRROR_COUNT, SLOT_HEADER_INFO_BYTES, SLOT_MAGIC,
 };
 pub use inspect::{inspect, InspectOptions, InspectedEntry, Inspection};
+#[cfg(feature = "testing")]
 pub use prepare::{
     prepare, CheckpointDamage, Damage, DamagePlan, EntrySizes, ExpectedEntry, ExpectedState,
     PrepareSpec, Prepared, SlotPlacement,

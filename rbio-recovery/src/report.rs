@@ -310,6 +310,8 @@ pub struct ChosenCheckpoint {
 /// Everything bringup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
+    /// The device's path, as it was opened.
+    pub device: String,
     /// The engine that read the device.
     pub engine: String,
     /// Both mirrors as found.
@@ -333,11 +335,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// The report as one JSON object: `counts`, `checkpoint`, `mirrors`, `phases` (seconds)
-    /// and `entries`.
+    /// The report as one JSON object: `device`, `engine`, `counts`, `checkpoint`, `mirrors`,
+    /// `phases` (seconds) and `entries`.
     pub fn to_json(&self) -> Value {
         let c = &self.counts;
         json!({
+            "device": self.device,
             "engine": self.engine,
             "verified": self.verified,
             "checkpoint": self.checkpoint.map(|chosen| json!({

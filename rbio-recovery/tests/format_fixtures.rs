@@ -1,7 +1,7 @@
 //! The format module reads devices written by the real LMCache 0.5.6 and writes their
 //! checkpoints back byte for byte.
 //!
-//! Each fixture archive in shared/fixtures/lmcache-0.5.6 is unpacked into a temporary directory
+//! Each fixture archive in fixtures/lmcache-0.5.6 is unpacked into a temporary directory
 //! and read with `std::fs` alone: both mirror headers, both payloads, every key of the manifest
 //! (expectations come from the manifest, never regenerated), and the slot headers, damaged ones
 //! included. A missing fixture fails the test and says where it was looked for.

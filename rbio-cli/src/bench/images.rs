@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::commands::tiny_pool;
 use crate::demo::layout_for;
-use crate::engines::EngineConfig;
+use rbio_engines::EngineConfig;
 use crate::exit::Failure;
 use crate::progress::Bar;
 

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::args::BenchArgs;
-use crate::engines::{self, EngineConfig};
+use rbio_engines::EngineConfig;
 use crate::exit::{Exit, Failure, UsageError};
 use crate::system::{self, CacheDropper};
 
@@ -89,7 +89,7 @@ fn entry_counts(args: &BenchArgs) -> Result<Vec<u64>, Failure> {
 /// 256 with fixed buffers on and off, and with fixed buffers one SQE per enter (see
 /// `--sqes-per-enter`). `--quick` keeps one of each kind.
 fn configurations(quick: bool) -> Vec<EngineConfig> {
-    let uring = engines::uring_usable();
+    let uring = rbio_engines::uring_usable();
     if !uring {
         eprintln!("rbio bench: io_uring is not usable here; its rows are left out");
     }

@@ -6,7 +6,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::images::Image;
-use crate::engines::EngineConfig;
+use rbio_engines::EngineConfig;
 use crate::exit::Failure;
 
 /// What one bringup run measured.

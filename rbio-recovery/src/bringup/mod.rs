@@ -168,6 +168,20 @@ pub struct Recovered {
 }
 
 impl Recovered {
+    /// The whole bringup as one JSON object (what `rbio bringup --json` prints): the report's
+    /// own keys, then `device`, `index_len`, `free_slot_count`, `next_slot` and the process's
+    /// `peak_rss_bytes` (`null` where the kernel does not say).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut value = self.report.to_json();
+        if let serde_json::Value::Object(object) = &mut value {
+            object.insert("index_len".into(), self.index.len().into());
+            object.insert("free_slot_count".into(), self.free_slots.len().into());
+            object.insert("next_slot".into(), self.next_slot.into());
+            object.insert("peak_rss_bytes".into(), peak_rss_bytes().into());
+        }
+        value
+    }
+
     /// A checkpoint payload holding the recovered state, for an explicit checkpoint write
     /// (bringup itself never writes).
     pub fn checkpoint_payload(
@@ -398,6 +412,7 @@ impl Bringup {
 
     fn empty_report(&self, engine: &dyn Engine) -> Report {
         Report {
+            device: self.device.path().display().to_string(),
             engine: engine.capabilities().name.to_string(),
             mirrors: Vec::new(),
             checkpoint: None,
@@ -447,6 +462,14 @@ impl Bringup {
             }
         }
     }
+}
+
+/// The process's peak resident memory (`VmHWM`) in bytes, where `/proc` says.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// Bytes read per slot header: the device's I/O unit (logical block, or direct-I/O

@@ -2,45 +2,22 @@
 //! engines every bringup test runs on.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rbio_core::{BufferPool, Device, Engine, SerialEngine};
 use rbio_posix::PosixEngine;
 use rbio_uring::UringEngine;
 
-/// The fixtures directory, beside the repository in `../shared` (as in CI).
-pub fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/lmcache-0.5.6")
-}
-
 /// Unpacks fixture `name` (`c1000` or `c2000kv`) into a new temporary directory and returns
 /// it with the image path and the manifest.
 ///
 /// # Panics
-/// With a clear message if the fixture or `tar` is missing: the test cannot run without them.
+/// With the reason if the fixture cannot be unpacked: the test cannot run without it.
 pub fn unpack_fixture(name: &str) -> (tempfile::TempDir, PathBuf, serde_json::Value) {
-    let archive = fixtures_dir().join(format!("{name}.tar.gz"));
-    assert!(
-        archive.exists(),
-        "fixture {} not found (shared/ must sit beside the repository)",
-        archive.display()
-    );
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let status = Command::new("tar")
-        .arg("xzf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(dir.path())
-        .status()
-        .expect("run tar");
-    assert!(status.success(), "tar xzf {} failed", archive.display());
-    let image = dir.path().join(format!("{name}.img"));
-    let manifest_path = dir.path().join(format!("{name}.img.manifest.json"));
-    let manifest = serde_json::from_slice(&std::fs::read(&manifest_path).expect("read manifest"))
-        .expect("parse manifest");
-    (dir, image, manifest)
+    let fixture = rbio_recovery::testing::unpack_fixture(name)
+        .unwrap_or_else(|error| panic!("fixture {name}: {error}"));
+    (fixture.dir, fixture.image, fixture.manifest)
 }
 
 /// Builds an engine for a device, registering the pool where the engine can.
