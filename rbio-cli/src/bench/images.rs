@@ -13,9 +13,11 @@ use serde_json::{json, Value};
 
 use crate::commands::tiny_pool;
 use crate::demo::layout_for;
-use rbio_engines::EngineConfig;
 use crate::exit::Failure;
 use crate::progress::Bar;
+use rbio_engines::EngineConfig;
+
+use super::fio::StridedHeaders;
 
 /// Bumped when the images' content rules change, so old images are rebuilt.
 const IMAGE_FORMAT: u64 = 1;
@@ -75,9 +77,10 @@ pub fn ensure(dir: &Path, entries: u64) -> Result<Image, Failure> {
     Ok(image)
 }
 
-/// The header reads bringup's validation makes on `image`: every offset a checkpoint entry
-/// names, ascending, once each, and the bytes read at each.
-pub fn header_reads(image: &Image, direct: bool) -> Result<(Vec<u64>, usize), Failure> {
+/// The header reads bringup's validation makes on `image`: one at the start of every slot a
+/// checkpoint entry names. The benchmark's images fill slots 0 to N-1, so these are exactly
+/// fio's strided read from the first slot; an image that does not is refused.
+pub fn header_reads(image: &Image, direct: bool) -> Result<StridedHeaders, Failure> {
     let device = open_device(&image.path, direct)?;
     let read_bytes = Bringup::new(
         device.clone(),
@@ -95,13 +98,26 @@ pub fn header_reads(image: &Image, direct: bool) -> Result<(Vec<u64>, usize), Fa
     };
     let mut engine = EngineConfig::serial().build(&device, &tiny_pool()?)?;
     let inspection = inspect(&device, &mut *engine, &options)?;
-    let mut offsets: Vec<u64> = inspection
+    let mut slots: Vec<u64> = inspection
         .entries
         .iter()
-        .filter(|entry| entry.slot_index.is_some())
-        .filter_map(|entry| entry.offset_bytes)
+        .filter_map(|entry| entry.slot_index)
         .collect();
-    offsets.sort_unstable();
-    offsets.dedup();
-    Ok((offsets, read_bytes))
+    slots.sort_unstable();
+    slots.dedup();
+    let one_per_slot_from_zero = slots.iter().enumerate().all(|(i, &slot)| slot == i as u64);
+    if slots.is_empty() || !one_per_slot_from_zero {
+        return Err(format!(
+            "{}: its entries do not fill slots 0 to N-1, so fio's strided read would not match",
+            image.path.display()
+        )
+        .into());
+    }
+    Ok(StridedHeaders {
+        path: image.path.clone(),
+        first_offset_bytes: image.layout.meta_total_bytes,
+        stride_bytes: image.layout.slot_bytes,
+        read_bytes,
+        count: slots.len() as u64,
+    })
 }

@@ -1,5 +1,5 @@
 //! `rbio bench`: bringup of prepared images with every engine and setting, against the serial
-//! engine and against fio replaying the very same header reads, in the same run.
+//! engine and against fio's strided read of the very same headers, in the same run.
 //!
 //! Each run is a child `rbio bringup --json` (fresh memory, its own peak), preceded by a drop
 //! of the page cache when permitted (a refusal is said on stderr and above the table).
@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::args::BenchArgs;
-use rbio_engines::EngineConfig;
 use crate::exit::{Exit, Failure, UsageError};
 use crate::system::{self, CacheDropper};
+use rbio_engines::EngineConfig;
 
 use self::fio::Fio;
 use self::results::{Context, Row};
@@ -39,8 +39,11 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
     let fio = if args.no_fio {
         Err("--no-fio".to_owned())
     } else {
-        Fio::find(!args.quick)
+        Fio::find()
     };
+    if let Err(why) = &fio {
+        eprintln!("rbio bench: {why}; the % of fio column stays empty");
+    }
     // A cold start for every run is what the benchmark measures: the page cache is dropped
     // before each (once up front too, so a refusal is said before the long runs), and the
     // table says whether every drop worked.
@@ -137,12 +140,8 @@ fn measure(
     let image = images::ensure(dir, entries)?;
     let probe = rbio_recovery::open_device(&image.path, direct)?;
     let depths: Vec<usize> = configs.iter().map(|config| config.depth(&probe)).collect();
-    let iolog = match fio {
-        Some(_) => {
-            let (offsets, read_bytes) = images::header_reads(&image, direct)?;
-            let path = image.path.with_extension("iolog");
-            Some(fio::write_iolog(&path, &image.path, &offsets, read_bytes)?)
-        }
+    let headers = match fio {
+        Some(_) => Some(images::header_reads(&image, direct)?),
         None => None,
     };
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
@@ -157,13 +156,13 @@ fn measure(
             let sample = runner::run(&image, config, direct)?;
             samples[index].push(sample);
         }
-        if let (Some(fio), Some(iolog)) = (fio, &iolog) {
+        if let (Some(fio), Some(headers)) = (fio, &headers) {
             for &depth in &depths {
                 if fio_samples.get(&depth).is_some_and(|s| s.len() > round) {
                     continue;
                 }
                 cache.drop_now();
-                let iops = fio.replay(iolog, depth, direct)?;
+                let iops = fio.read_headers(headers, depth, direct)?;
                 fio_samples.entry(depth).or_default().push(iops);
             }
         }

@@ -117,6 +117,11 @@ impl Row {
         self.entries as f64 / self.validate_secs.median
     }
 
+    /// Peak resident memory per entry of the image (whole bytes).
+    pub fn peak_rss_bytes_per_entry(&self) -> u64 {
+        self.peak_rss_bytes / self.entries.max(1)
+    }
+
     /// Validation's header rate as a fraction of fio's for the same reads.
     pub fn fio_fraction(&self) -> Option<f64> {
         self.fio_iops.map(|iops| self.headers_per_sec() / iops)
@@ -143,6 +148,7 @@ impl Row {
             "fio_iops": self.fio_iops,
             "fio_fraction": self.fio_fraction(),
             "peak_rss_bytes": self.peak_rss_bytes,
+            "peak_rss_bytes_per_entry": self.peak_rss_bytes_per_entry(),
             "header_buffer_bytes_max": self.header_buffer_bytes_max,
         })
     }
@@ -203,7 +209,7 @@ pub fn table(context: &Context, rows: &[Row]) -> String {
         Ok(version) => {
             let _ = writeln!(
                 out,
-                "fio: {version}, same header reads (--read_iolog), io_uring, same depth"
+                "fio: {version}, strided read of the same headers, io_uring, same depth"
             );
         }
         Err(why) => {
@@ -221,6 +227,7 @@ pub fn table(context: &Context, rows: &[Row]) -> String {
         "% of fio",
         "validate",
         "peak mem",
+        "B/entry",
     ]);
     for row in rows {
         table.row(vec![
@@ -234,6 +241,7 @@ pub fn table(context: &Context, rows: &[Row]) -> String {
                 .map_or_else(|| "-".to_owned(), |f| format!("{:.0}%", f * 100.0)),
             format!("{:.0}%", row.phase_secs[3] / row.total_secs.median * 100.0),
             render::bytes(row.peak_rss_bytes),
+            render::count(row.peak_rss_bytes_per_entry()),
         ]);
     }
     out.push_str(&table.render());
