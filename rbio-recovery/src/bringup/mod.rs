@@ -16,7 +16,9 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rbio_core::{BufferPool, Device, Engine, PoolError, StreamError, PAGE_BYTES};
+use rbio_core::{
+    BufferPool, Device, Engine, ErrorClass, OpError, PoolError, StreamError, PAGE_BYTES,
+};
 
 pub use index::FREE_SLOTS_MAX;
 pub use select::{MirrorStatus, MirrorVerdict};
@@ -98,6 +100,10 @@ pub enum BringupError {
     Pool(PoolError),
     /// The engine stopped answering.
     Engine(StreamError),
+    /// A read was refused for how it was made, not for what the device holds (see
+    /// [`rbio_core::ErrorClass::Configuration`]): every read would fail alike, so bringup
+    /// stops and recovers nothing.
+    Configuration(OpError),
     /// The checkpoint's `next_slot` would make a free list larger than [`FREE_SLOTS_MAX`].
     TooManySlots {
         /// `next_slot` as recovered.
@@ -119,6 +125,13 @@ impl fmt::Display for BringupError {
             BringupError::Layout(error) => write!(f, "layout does not fit the device: {error}"),
             BringupError::Pool(error) => write!(f, "buffer pool: {error}"),
             BringupError::Engine(error) => write!(f, "{error}"),
+            BringupError::Configuration(error) => {
+                write!(f, "configuration error, nothing recovered: {error}")?;
+                if let ErrorClass::Configuration { fix } = error.error.class() {
+                    write!(f, " ({fix})")?;
+                }
+                Ok(())
+            }
             BringupError::TooManySlots { next_slot, limit } => write!(
                 f,
                 "next_slot {next_slot} leaves more than {limit} free slots to list"
@@ -140,6 +153,7 @@ impl std::error::Error for BringupError {
             BringupError::Layout(error) => Some(error),
             BringupError::Pool(error) => Some(error),
             BringupError::Engine(error) => Some(error),
+            BringupError::Configuration(error) => Some(error),
             BringupError::TooManySlots { .. } | BringupError::CheckpointUnreadable { .. } => None,
         }
     }
@@ -351,6 +365,9 @@ impl Bringup {
             ledger = validation
                 .run(engine, &self.header_pool, entries.into_iter(), progress)
                 .map_err(BringupError::Engine)?;
+        }
+        if let Some(error) = ledger.configuration.take() {
+            return Err(BringupError::Configuration(error));
         }
         report.phases.validate = validate_started.elapsed();
         report.header_buffer_bytes_max =
