@@ -37,7 +37,7 @@ pub use prepare::{
 };
 pub use report::{
     CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes,
-    RejectReason, Report, StaleReason,
+    RejectReason, Report, StaleReason, Warning,
 };
 pub use writer::{
     payload_byte, BlockWrite, DeviceWriter, PayloadPattern, PayloadSpec, SlotWrite, WriteError,

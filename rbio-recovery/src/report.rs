@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rbio_core::IoError;
+use rbio_core::{IoError, OpError};
 use serde_json::{json, Value};
 
 use crate::bringup::{MirrorStatus, MirrorVerdict};
@@ -296,6 +296,96 @@ impl fmt::Display for CheckpointIgnored {
     }
 }
 
+/// Something a person should know about a bringup that did not stop it.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// The checkpoint names another device; the path check was turned off, so it was used.
+    DevicePathIgnored {
+        /// The path in the checkpoint.
+        recorded: String,
+        /// The path configured (or opened).
+        configured: String,
+    },
+    /// The checkpoint names the device under another name that resolves to it.
+    DevicePathAlias {
+        /// The path in the checkpoint.
+        recorded: String,
+        /// The path configured (or opened).
+        configured: String,
+    },
+    /// A mirror could not be read: a newer checkpoint may have been there.
+    MirrorUnreadable {
+        /// Mirror 0 or 1.
+        mirror_index: usize,
+        /// What the read returned.
+        error: OpError,
+    },
+    /// Kept entries own slots at or past the checkpoint's `next_slot`, which was raised past
+    /// them so that LMCache never hands those slots out again.
+    NextSlotRaised {
+        /// `next_slot` in the checkpoint.
+        next_slot: u64,
+        /// The highest slot a kept entry owns.
+        highest_owned: u64,
+    },
+}
+
+impl Warning {
+    /// A stable short name for JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Warning::DevicePathIgnored { .. } => "device_path_ignored",
+            Warning::DevicePathAlias { .. } => "device_path_alias",
+            Warning::MirrorUnreadable { .. } => "mirror_unreadable",
+            Warning::NextSlotRaised { .. } => "next_slot_raised",
+        }
+    }
+
+    /// `{"kind": ..., "message": ...}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "kind": self.kind(), "message": self.to_string() })
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::DevicePathIgnored {
+                recorded,
+                configured,
+            } => write!(
+                f,
+                "checkpoint was written for {recorded}, device is {configured}: path check \
+                 ignored as asked"
+            ),
+            Warning::DevicePathAlias {
+                recorded,
+                configured,
+            } => write!(
+                f,
+                "checkpoint was written for {recorded}, the same device as {configured}"
+            ),
+            Warning::MirrorUnreadable {
+                mirror_index,
+                error,
+            } => write!(
+                f,
+                "mirror {mirror_index} unreadable ({error}): a newer checkpoint may have been there"
+            ),
+            Warning::NextSlotRaised {
+                next_slot,
+                highest_owned,
+            } => write!(
+                f,
+                "kept entries own slots up to {highest_owned}, at or past the checkpoint's \
+                 next_slot {next_slot}: next_slot raised to {}",
+                highest_owned + 1
+            ),
+        }
+    }
+}
+
 /// The checkpoint bringup used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChosenCheckpoint {
@@ -331,7 +421,7 @@ pub struct Report {
     /// Peak bytes of header buffers in use during validation.
     pub header_buffer_bytes_max: u64,
     /// Warnings a person should see (for example an ignored device path).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 impl Report {
@@ -379,7 +469,7 @@ impl Report {
                 "total": self.phases.total.as_secs_f64(),
             },
             "header_buffer_bytes_max": self.header_buffer_bytes_max,
-            "warnings": self.warnings,
+            "warnings": self.warnings.iter().map(Warning::to_json).collect::<Vec<_>>(),
             "entries": self.entries.iter().map(entry_json).collect::<Vec<_>>(),
         })
     }

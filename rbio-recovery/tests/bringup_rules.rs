@@ -14,7 +14,7 @@ use rbio_core::{
 };
 use rbio_recovery::{
     prepare, Bringup, BringupError, BringupOptions, CheckpointHead, CheckpointWriter, DeviceWriter,
-    EntryFields, Layout, PrepareSpec, Prepared, TensorMeta,
+    EntryFields, Layout, PrepareSpec, Prepared, TensorMeta, Warning,
 };
 
 /// A small layout: 64 KiB slots, 1 MiB of metadata.
@@ -179,11 +179,15 @@ fn a_kept_entry_past_next_slot_raises_next_slot() {
         "{:?}",
         recovered.free_slots
     );
-    let warning = recovered
-        .report
-        .warnings
-        .iter()
-        .find(|w| w.contains("next_slot raised"));
+    let warning = recovered.report.warnings.iter().find(|w| {
+        matches!(
+            w,
+            Warning::NextSlotRaised {
+                next_slot: 2,
+                highest_owned: 5
+            }
+        )
+    });
     assert!(
         warning.is_some(),
         "no warning in {:?}",

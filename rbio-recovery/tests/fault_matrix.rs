@@ -26,7 +26,7 @@ use rbio_core::{
 use rbio_recovery::{
     prepare, ApplyRejection, Bringup, BringupError, BringupOptions, CheckpointIgnored, Counts,
     DamagePlan, EntryOutcome, EntrySizes, EntryState, Layout, PrepareSpec, Prepared, Recovered,
-    SlotPlacement,
+    SlotPlacement, Warning,
 };
 
 const ENTRY_COUNT: u64 = 3000;
@@ -493,10 +493,15 @@ fn run_case(fixture: &Fixture, case: &Case, shrink_to: Option<u64>) -> String {
                 "{}",
                 case.name
             );
-            let warned = report
-                .warnings
-                .iter()
-                .any(|w| w.starts_with("mirror 1 unreadable"));
+            let warned = report.warnings.iter().any(|w| {
+                matches!(
+                    w,
+                    Warning::MirrorUnreadable {
+                        mirror_index: 1,
+                        ..
+                    }
+                )
+            });
             assert!(warned, "{}: {:?}", case.name, report.warnings);
         }
         (Expect::Error(kind), Err(error)) => {

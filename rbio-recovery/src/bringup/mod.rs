@@ -29,7 +29,7 @@ use crate::format::{
     Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter, DevicePathPolicy, EntryFields,
     FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
 };
-use crate::report::{CheckpointIgnored, ChosenCheckpoint, Counts, PhaseTimes, Report};
+use crate::report::{CheckpointIgnored, ChosenCheckpoint, Counts, PhaseTimes, Report, Warning};
 
 /// How to bring a device up.
 #[derive(Clone, Debug)]
@@ -463,19 +463,20 @@ impl Bringup {
     fn warn_device_path(&self, checkpoint: &Checkpoint<'_>, configured: &str, report: &mut Report) {
         let recorded = checkpoint.head.device_path.as_deref().unwrap_or_default();
         if !recorded.is_empty() && recorded != configured {
-            report.warnings.push(format!(
-                "checkpoint was written for {recorded}, device is {configured}: path check ignored as asked"
-            ));
+            report.warnings.push(Warning::DevicePathIgnored {
+                recorded: recorded.to_owned(),
+                configured: configured.to_owned(),
+            });
         }
     }
 
     fn warn_unreadable_mirrors(&self, report: &mut Report) {
         for mirror in &report.mirrors {
             if let MirrorVerdict::Unreadable(error) = &mirror.verdict {
-                report.warnings.push(format!(
-                    "mirror {} unreadable ({error}): a newer checkpoint may have been there",
-                    mirror.mirror_index
-                ));
+                report.warnings.push(Warning::MirrorUnreadable {
+                    mirror_index: mirror.mirror_index,
+                    error: error.clone(),
+                });
             }
         }
     }
