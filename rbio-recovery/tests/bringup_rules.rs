@@ -194,3 +194,126 @@ fn a_kept_entry_past_next_slot_raises_next_slot() {
         recovered.report.warnings
     );
 }
+
+/// A payload listing every prepared entry, with `head` written before or after `entries`.
+fn payload_with_head_at(prepared: &Prepared, head: &str, head_first: bool) -> Vec<u8> {
+    let entries: Vec<String> = prepared
+        .entries()
+        .map(|entry| {
+            format!(
+                r#""{}":{{"offset":{},"size":{}}}"#,
+                entry.key, entry.offset_bytes, entry.size_bytes
+            )
+        })
+        .collect();
+    let entries = format!(r#""entries":{{{}}}"#, entries.join(","));
+    let fields = if head_first {
+        format!(r#"{head},{entries}"#)
+    } else {
+        format!(r#"{entries},{head}"#)
+    };
+    format!(r#"{{"version":1,{fields}}}"#).into_bytes()
+}
+
+/// Brings `path` up with `layout` and `configured` as the device path through a counting
+/// serial engine; returns the ops submitted, whether the checkpoint was ignored, and the
+/// entries kept.
+fn counted_bringup(
+    path: &Path,
+    layout: Layout,
+    configured: &str,
+    verify: bool,
+) -> (u64, bool, u64) {
+    let device = Arc::new(Device::open(path).unwrap());
+    let options = BringupOptions {
+        layout,
+        configured_device_path: Some(configured.to_owned()),
+        verify,
+        ..BringupOptions::default()
+    };
+    let bringup = Bringup::new(device.clone(), options).unwrap();
+    let mut engine = Counting {
+        inner: SerialEngine::new(device).unwrap(),
+        submitted: 0,
+    };
+    let recovered = bringup.run(&mut engine, &mut |_| {}).unwrap();
+    let report = recovered.report;
+    (
+        engine.submitted,
+        report.ignored.is_some(),
+        report.counts.kept,
+    )
+}
+
+#[test]
+fn an_ignored_checkpoint_costs_no_header_read() {
+    const ENTRIES: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("copied.img");
+    prepared_image(&path, ENTRIES, "/srv/raw_block/elsewhere.img");
+    let elsewhere = "/srv/raw_block/elsewhere.img";
+    // Selection alone: what an unverified bringup of the accepted checkpoint reads.
+    let (select_ops, ignored, _) = counted_bringup(&path, small_layout(), elsewhere, false);
+    assert!(!ignored);
+    let (verified_ops, ignored, kept) = counted_bringup(&path, small_layout(), elsewhere, true);
+    assert_eq!((ignored, kept), (false, ENTRIES));
+    assert_eq!(
+        verified_ops,
+        select_ops + ENTRIES,
+        "one header read per entry"
+    );
+
+    // Another device path, then a layout field the checkpoint contradicts.
+    let (ops, ignored, _) = counted_bringup(&path, small_layout(), "/dev/other", true);
+    assert!(ignored);
+    assert_eq!(ops, select_ops, "the device path check read slot headers");
+    let header_bytes = Layout {
+        header_bytes: 8192,
+        ..small_layout()
+    };
+    let (ops, ignored, _) = counted_bringup(&path, header_bytes, elsewhere, true);
+    assert!(ignored);
+    assert_eq!(ops, select_ops, "the layout check read slot headers");
+}
+
+#[test]
+fn fields_after_entries_hold_validation_until_the_parse_ends() {
+    const ENTRIES: u64 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("late.img");
+    let prepared = prepared_image(&path, ENTRIES, "");
+    let rewrite = |head: &str, head_first: bool| {
+        let device = Arc::new(Device::options().write(true).open(&path).unwrap());
+        let mut engine = SerialEngine::new(device.clone()).unwrap();
+        let mut writer = DeviceWriter::new(&device, &mut engine, &small_layout()).unwrap();
+        let payload = payload_with_head_at(&prepared, head, head_first);
+        writer.write_checkpoint(9, &payload).unwrap();
+    };
+    let (select_ops, _, _) = counted_bringup(&path, small_layout(), "/dev/x", false);
+
+    // A device path after `entries` that the rules refuse: nothing read, checkpoint ignored.
+    rewrite(r#""device_path":"/dev/other","next_slot":12"#, false);
+    let (ops, ignored, _) = counted_bringup(&path, small_layout(), "/dev/x", true);
+    assert!(ignored);
+    assert_eq!(ops, select_ops);
+
+    // The same fields, accepted: every entry validated once the parse ended.
+    rewrite(r#""device_path":"/dev/x","next_slot":12"#, false);
+    let (ops, ignored, kept) = counted_bringup(&path, small_layout(), "/dev/x", true);
+    assert_eq!((ignored, kept), (false, ENTRIES));
+    assert_eq!(ops, select_ops + ENTRIES);
+
+    // Refused before `entries`, then a repeated field after it overturns the verdict: the
+    // checkpoint is accepted and its entries are validated after all.
+    let complete = r#""device_path":"/dev/other","block_align":4096,"header_bytes":4096,"slot_bytes":65536,"meta_total_bytes":1048576,"meta_magic":"LMCIDX01","meta_version":1,"next_slot":12"#;
+    let device = Arc::new(Device::options().write(true).open(&path).unwrap());
+    let mut engine = SerialEngine::new(device.clone()).unwrap();
+    let mut writer = DeviceWriter::new(&device, &mut engine, &small_layout()).unwrap();
+    let mut payload = payload_with_head_at(&prepared, complete, true);
+    payload.pop();
+    payload.extend_from_slice(br#","device_path":"/dev/x"}"#);
+    writer.write_checkpoint(10, &payload).unwrap();
+    let (ops, ignored, kept) = counted_bringup(&path, small_layout(), "/dev/x", true);
+    assert_eq!((ignored, kept), (false, ENTRIES));
+    assert_eq!(ops, select_ops + ENTRIES);
+}

@@ -26,8 +26,8 @@ pub use select::{MirrorStatus, MirrorVerdict};
 pub(crate) use select::select;
 
 use crate::format::{
-    Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter, DevicePathPolicy, EntryFields,
-    FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
+    ApplyRejection, Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter,
+    DevicePathPolicy, EntryFields, FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
 };
 use crate::report::{CheckpointIgnored, ChosenCheckpoint, Counts, PhaseTimes, Report, Warning};
 
@@ -340,10 +340,11 @@ impl Bringup {
             verify: self.options.verify,
         };
         let validate_started = Instant::now();
+        let rules = |head: &CheckpointHead<'_>| self.whole_checkpoint_rules(head);
         let (parsed, ledger) = std::thread::scope(|scope| {
             let (sender, receiver) =
                 mpsc::sync_channel::<Vec<CheckpointEntry<'_>>>(parse::PARSE_BATCHES_QUEUED);
-            let parser = scope.spawn(move || parse::parse_in_batches(payload, sender));
+            let parser = scope.spawn(|| parse::parse_in_batches(payload, &rules, sender));
             let ledger = validation.run(
                 engine,
                 &self.header_pool,
@@ -356,9 +357,24 @@ impl Bringup {
             (parsed, ledger)
         });
         let mut ledger = ledger.map_err(BringupError::Engine)?;
-        if parsed.0.restarted {
-            // Rare: the payload repeats `entries`; only the last counts, so validate again
-            // from a sequential parse of the whole payload.
+        let (parse::ParsedHead { head, revalidate }, parse_time) = parsed;
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                report.phases.parse = parse_time;
+                report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
+                return Ok(self.finish_empty(report, started));
+            }
+        };
+        if let Err(rejection) = self.whole_checkpoint_rules(&head) {
+            report.phases.parse = parse_time;
+            report.ignored = Some(CheckpointIgnored::Apply(rejection));
+            return Ok(self.finish_empty(report, started));
+        }
+        if revalidate {
+            // Rare: the payload repeats `entries` (only the last counts), or a field after
+            // `entries` overturned the verdict on the head before it: validate again from a
+            // sequential parse of the whole payload.
             let entries = Checkpoint::parse(payload)
                 .map(|c| c.entries)
                 .unwrap_or_default();
@@ -372,7 +388,6 @@ impl Bringup {
         report.phases.validate = validate_started.elapsed();
         report.header_buffer_bytes_max =
             (self.header_pool.taken_max() * self.header_pool.buffer_bytes()) as u64;
-        let (parse::ParsedHead { head, .. }, parse_time) = parsed;
         report.phases.parse = parse_time;
         progress(Progress {
             phase: Phase::Parse,
@@ -381,29 +396,11 @@ impl Bringup {
         });
 
         let apply_started = Instant::now();
-        let head = match head {
-            Ok(head) => head,
-            Err(error) => {
-                report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
-                return Ok(self.finish_empty(report, started));
-            }
-        };
         let checkpoint = Checkpoint {
             head,
             entries: Vec::new(),
         };
         let configured = self.configured_device_path();
-        let policy = self.options.device_path_policy;
-        let whole = checkpoint.check_against(
-            &self.options.layout,
-            &self.geometry,
-            Some(&configured),
-            policy,
-        );
-        if let Err(rejection) = whole {
-            report.ignored = Some(CheckpointIgnored::Apply(rejection));
-            return Ok(self.finish_empty(report, started));
-        }
         self.warn_device_path(&checkpoint, &configured, &mut report);
         let states = apply::resolve(
             &ledger.entries,
@@ -451,6 +448,18 @@ impl Bringup {
             next_slot: 0,
             report,
         }
+    }
+
+    /// The whole-checkpoint rules under this bringup's layout and device path policy.
+    fn whole_checkpoint_rules(&self, head: &CheckpointHead<'_>) -> Result<(), ApplyRejection> {
+        let configured = self.configured_device_path();
+        let policy = self.options.device_path_policy;
+        head.check_against(
+            &self.options.layout,
+            &self.geometry,
+            Some(&configured),
+            policy,
+        )
     }
 
     fn configured_device_path(&self) -> String {
