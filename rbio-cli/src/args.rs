@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rbio_recovery::{KeyNamespace, Layout};
+use rbio_recovery::{DevicePathPolicy, KeyNamespace, Layout};
 
 use rbio_engines::{EngineConfig, EngineKind, WINDOW_MAX, WORKERS_MAX};
 
@@ -98,6 +98,35 @@ impl LayoutArgs {
 }
 
 /// The key namespace, as LMCache names it.
+/// How the checkpoint's recorded `device_path` is checked.
+#[derive(Clone, Debug, Args)]
+pub struct DevicePathArgs {
+    /// Accept a checkpoint whose recorded device_path names another device (an image copied
+    /// elsewhere).
+    #[arg(long, conflicts_with = "strict_device_path")]
+    pub ignore_device_path: bool,
+    /// Compare the recorded device_path with the configured one as strings, as LMCache does
+    /// [default: by device, so a symlink, a relative path or the NVMe generic device match].
+    #[arg(long)]
+    pub strict_device_path: bool,
+    /// The path the checkpoint's device_path must name [default: DEVICE as given].
+    #[arg(long, value_name = "PATH")]
+    pub device_path: Option<String>,
+}
+
+impl DevicePathArgs {
+    /// The policy the flags ask for.
+    pub fn policy(&self) -> DevicePathPolicy {
+        if self.ignore_device_path {
+            DevicePathPolicy::Ignore
+        } else if self.strict_device_path {
+            DevicePathPolicy::Strict
+        } else {
+            DevicePathPolicy::SameDevice
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NamespaceArg {
     /// BLAKE2b-8 of the encoded object key (LMCache's default).
@@ -240,12 +269,8 @@ pub enum CheckpointDamageArg {
 pub struct BringupArgs {
     /// The device or image to bring up.
     pub device: PathBuf,
-    /// Accept a checkpoint whose recorded device_path differs (an image copied elsewhere).
-    #[arg(long)]
-    pub ignore_device_path: bool,
-    /// The path the checkpoint's device_path must equal [default: DEVICE as given].
-    #[arg(long, value_name = "PATH")]
-    pub device_path: Option<String>,
+    #[command(flatten)]
+    pub path_check: DevicePathArgs,
     /// Skip slot-header validation (LMCache's meta_verify_on_load = false).
     #[arg(long)]
     pub no_verify: bool,
@@ -272,12 +297,8 @@ pub struct InspectArgs {
     /// List the chosen checkpoint's entries.
     #[arg(long)]
     pub entries: bool,
-    /// Accept a checkpoint whose recorded device_path differs.
-    #[arg(long)]
-    pub ignore_device_path: bool,
-    /// The path the checkpoint's device_path must equal [default: DEVICE as given].
-    #[arg(long, value_name = "PATH")]
-    pub device_path: Option<String>,
+    #[command(flatten)]
+    pub path_check: DevicePathArgs,
     /// Print the inspection as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -367,7 +388,8 @@ fn parse_magic(text: &str) -> Result<[u8; 8], String> {
 
 /// `--engine`'s value, by the names rbio-engines gives.
 fn parse_engine(name: &str) -> Result<EngineKind, String> {
-    name.parse().map_err(|error: rbio_engines::UnknownEngine| error.to_string())
+    name.parse()
+        .map_err(|error: rbio_engines::UnknownEngine| error.to_string())
 }
 
 #[cfg(test)]

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use rbio_core::{BufferPool, Device, OpError, PAGE_BYTES};
 use rbio_recovery::{
     inspect, open_device, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
-    DevicePathPolicy, ExpectedState, InspectOptions, Inspection, MirrorStatus, MirrorVerdict,
-    PrepareSpec, Report, SlotPlacement, WriteError,
+    ExpectedState, InspectOptions, Inspection, MirrorStatus, MirrorVerdict, PrepareSpec, Report,
+    SlotPlacement, WriteError,
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
-use rbio_engines::{open_device_for, EngineConfig};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
+use rbio_engines::{open_device_for, EngineConfig};
 
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
@@ -25,8 +25,8 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
     let options = BringupOptions {
         layout: args.layout.layout(),
-        configured_device_path: args.device_path.clone(),
-        device_path_policy: path_policy(args.ignore_device_path),
+        configured_device_path: args.path_check.device_path.clone(),
+        device_path_policy: args.path_check.policy(),
         verify: !args.no_verify,
         keep_unreadable: !args.drop_unreadable,
         window_ops_max: config.window.max(1),
@@ -83,22 +83,14 @@ fn inspect_exit(inspection: &Inspection) -> Exit {
     }
 }
 
-fn path_policy(ignore_device_path: bool) -> DevicePathPolicy {
-    if ignore_device_path {
-        DevicePathPolicy::Ignore
-    } else {
-        DevicePathPolicy::Strict
-    }
-}
-
 /// `rbio inspect`: reads both mirrors and prints what they hold.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
     let config = args.engine.config();
     let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
     let options = InspectOptions {
         layout: args.layout.layout(),
-        configured_device_path: args.device_path.clone(),
-        device_path_policy: path_policy(args.ignore_device_path),
+        configured_device_path: args.path_check.device_path.clone(),
+        device_path_policy: args.path_check.policy(),
         list_entries: args.entries,
     };
     // The inspection reads through its own pool: no buffers to register.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rbio_core::{BufferPool, Device, Engine, PAGE_BYTES};
 use serde_json::{json, Value};
 
-use crate::bringup::{select, BringupError, MirrorStatus, MirrorVerdict};
+use crate::bringup::{compared_path, select, BringupError, MirrorStatus, MirrorVerdict};
 use crate::format::{Checkpoint, CheckpointHead, DevicePathPolicy, Geometry, Layout};
 use crate::report::{CheckpointIgnored, ChosenCheckpoint};
 
@@ -122,6 +122,8 @@ fn summarise(
         .configured_device_path
         .clone()
         .unwrap_or_else(|| device.path().to_string_lossy().into_owned());
+    let recorded = checkpoint.head.device_path.as_deref().unwrap_or_default();
+    let configured = compared_path(recorded, configured, options.device_path_policy);
     let geometry = &inspection.geometry;
     if let Err(rejection) = checkpoint.check_against(
         &options.layout,

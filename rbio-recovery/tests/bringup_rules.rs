@@ -13,8 +13,9 @@ use rbio_core::{
     IoError, Op, SerialEngine, Wait,
 };
 use rbio_recovery::{
-    prepare, Bringup, BringupError, BringupOptions, CheckpointHead, CheckpointWriter, DeviceWriter,
-    EntryFields, Layout, PrepareSpec, Prepared, TensorMeta, Warning,
+    prepare, Bringup, BringupError, BringupOptions, CheckpointHead, CheckpointWriter,
+    DevicePathPolicy, DeviceWriter, EntryFields, Layout, PrepareSpec, Prepared, TensorMeta,
+    Warning,
 };
 
 /// A small layout: 64 KiB slots, 1 MiB of metadata.
@@ -316,4 +317,42 @@ fn fields_after_entries_hold_validation_until_the_parse_ends() {
     let (ops, ignored, kept) = counted_bringup(&path, small_layout(), "/dev/x", true);
     assert_eq!((ignored, kept), (false, ENTRIES));
     assert_eq!(ops, select_ops + ENTRIES);
+}
+
+#[test]
+fn a_recorded_path_naming_the_same_file_is_the_same_device() {
+    const ENTRIES: u64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("image.img");
+    let link = dir.path().join("by-id");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    prepared_image(&path, ENTRIES, link.to_str().unwrap());
+    let run = |policy: DevicePathPolicy| {
+        let device = Arc::new(Device::open(&path).unwrap());
+        let options = BringupOptions {
+            layout: small_layout(),
+            device_path_policy: policy,
+            ..BringupOptions::default()
+        };
+        let bringup = Bringup::new(device.clone(), options).unwrap();
+        let mut engine = SerialEngine::new(device).unwrap();
+        bringup.run(&mut engine, &mut |_| {}).unwrap().report
+    };
+    let report = run(DevicePathPolicy::SameDevice);
+    assert_eq!(report.ignored, None);
+    assert_eq!(report.counts.kept, ENTRIES);
+    let expected = Warning::DevicePathAlias {
+        recorded: link.to_str().unwrap().to_owned(),
+        configured: path.to_str().unwrap().to_owned(),
+    };
+    assert_eq!(report.warnings, [expected]);
+    let strict = run(DevicePathPolicy::Strict);
+    assert!(strict.ignored.is_some(), "LMCache's string comparison");
+
+    std::fs::remove_file(&link).unwrap();
+    let gone = run(DevicePathPolicy::SameDevice);
+    assert!(
+        gone.ignored.is_some(),
+        "a recorded path that no longer resolves compares as a string"
+    );
 }

@@ -4,6 +4,7 @@
 //! The validation loop is written once and fed by whatever engine the caller chose.
 
 mod apply;
+mod device_path;
 mod index;
 mod parse;
 mod read;
@@ -20,6 +21,7 @@ use rbio_core::{
     BufferPool, Device, Engine, ErrorClass, OpError, PoolError, StreamError, PAGE_BYTES,
 };
 
+pub(crate) use device_path::compared_path;
 pub use index::FREE_SLOTS_MAX;
 pub use select::{MirrorStatus, MirrorVerdict};
 // For `inspect`, which verifies both mirrors with the same selection code.
@@ -39,8 +41,9 @@ pub struct BringupOptions {
     /// The path the checkpoint's `device_path` must equal; `None`: the path the device was
     /// opened under.
     pub configured_device_path: Option<String>,
-    /// Whether a different recorded `device_path` ignores the checkpoint (LMCache) or only
-    /// warns (an image copied elsewhere).
+    /// Whether a recorded `device_path` naming another device ignores the checkpoint (the
+    /// default, comparing devices; LMCache compares strings) or only warns (an image copied
+    /// elsewhere).
     pub device_path_policy: DevicePathPolicy,
     /// Read and check every kept entry's slot header (LMCache's `meta_verify_on_load`).
     pub verify: bool,
@@ -57,7 +60,7 @@ impl Default for BringupOptions {
         BringupOptions {
             layout: Layout::default(),
             configured_device_path: None,
-            device_path_policy: DevicePathPolicy::Strict,
+            device_path_policy: DevicePathPolicy::SameDevice,
             verify: true,
             keep_unreadable: true,
             window_ops_max: 256,
@@ -400,8 +403,7 @@ impl Bringup {
             head,
             entries: Vec::new(),
         };
-        let configured = self.configured_device_path();
-        self.warn_device_path(&checkpoint, &configured, &mut report);
+        self.warn_device_path(&checkpoint, &mut report);
         let states = apply::resolve(
             &ledger.entries,
             ledger.pending,
@@ -452,7 +454,12 @@ impl Bringup {
 
     /// The whole-checkpoint rules under this bringup's layout and device path policy.
     fn whole_checkpoint_rules(&self, head: &CheckpointHead<'_>) -> Result<(), ApplyRejection> {
-        let configured = self.configured_device_path();
+        let recorded = head.device_path.as_deref().unwrap_or_default();
+        let configured = device_path::compared_path(
+            recorded,
+            self.configured_device_path(),
+            self.options.device_path_policy,
+        );
         let policy = self.options.device_path_policy;
         head.check_against(
             &self.options.layout,
@@ -469,14 +476,25 @@ impl Bringup {
             .unwrap_or_else(|| self.device.path().to_string_lossy().into_owned())
     }
 
-    fn warn_device_path(&self, checkpoint: &Checkpoint<'_>, configured: &str, report: &mut Report) {
+    /// Says when the checkpoint was accepted although it names the device otherwise: under
+    /// another name for it, or another device with the check turned off.
+    fn warn_device_path(&self, checkpoint: &Checkpoint<'_>, report: &mut Report) {
         let recorded = checkpoint.head.device_path.as_deref().unwrap_or_default();
-        if !recorded.is_empty() && recorded != configured {
-            report.warnings.push(Warning::DevicePathIgnored {
-                recorded: recorded.to_owned(),
-                configured: configured.to_owned(),
-            });
+        let configured = self.configured_device_path();
+        if recorded.is_empty() || recorded == configured {
+            return;
         }
+        let (recorded, configured) = (recorded.to_owned(), configured);
+        report.warnings.push(match self.options.device_path_policy {
+            DevicePathPolicy::Ignore => Warning::DevicePathIgnored {
+                recorded,
+                configured,
+            },
+            _ => Warning::DevicePathAlias {
+                recorded,
+                configured,
+            },
+        });
     }
 
     fn warn_unreadable_mirrors(&self, report: &mut Report) {

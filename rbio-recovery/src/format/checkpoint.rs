@@ -107,7 +107,7 @@ impl<'a> CheckpointHead<'a> {
         let head = self;
         let configured = configured_device_path.unwrap_or_default();
         let recorded = head.device_path.as_deref().unwrap_or_default();
-        let strict = policy == DevicePathPolicy::Strict;
+        let strict = policy != DevicePathPolicy::Ignore;
         if strict && !recorded.is_empty() && recorded != configured {
             return Err(ApplyRejection::DevicePathMismatch {
                 checkpoint: recorded.to_owned(),
@@ -167,12 +167,20 @@ impl<'a> CheckpointHead<'a> {
     }
 }
 
-/// Whether the checkpoint's `device_path` must equal the configured path.
+/// Whether the checkpoint's `device_path` must name the configured device.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum DevicePathPolicy {
-    /// As LMCache: a non-empty recorded path that differs rejects the whole checkpoint.
-    #[default]
+    /// As LMCache: a non-empty recorded path that differs as a string rejects the whole
+    /// checkpoint.
     Strict,
+    /// A non-empty recorded path must name the same device or file as the configured one
+    /// (symlinks followed, a relative path taken against the working directory, an NVMe
+    /// namespace's block and generic devices alike); one that no longer resolves is compared
+    /// as a string. Bringup and `inspect` resolve the paths, then apply the rules with the
+    /// recorded path as the configured one when they name the same device: to
+    /// [`CheckpointHead::check_against`] itself this policy is [`DevicePathPolicy::Strict`].
+    #[default]
+    SameDevice,
     /// Accept any recorded path (an image copied or attached elsewhere).
     Ignore,
 }
