@@ -169,12 +169,22 @@ pub struct EngineArgs {
     #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub fixed_buffers: bool,
-    /// Open the device with O_DIRECT (bypass the page cache).
-    #[arg(long)]
+    /// Open the device with O_DIRECT, bypassing the page cache (bringup and inspect do by
+    /// default, falling back to the page cache with a notice where the file system refuses
+    /// it; prepare only when asked).
+    #[arg(long, conflicts_with = "buffered")]
     pub direct: bool,
+    /// Read through the page cache instead of O_DIRECT (bringup, inspect).
+    #[arg(long)]
+    pub buffered: bool,
 }
 
 impl EngineArgs {
+    /// Whether bringup and inspect read with O_DIRECT (where the device takes it).
+    pub fn read_direct(&self) -> bool {
+        !self.buffered
+    }
+
     /// The engine configuration these flags describe.
     pub fn config(&self) -> EngineConfig {
         EngineConfig {

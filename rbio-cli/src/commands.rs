@@ -13,7 +13,7 @@ use rbio_recovery::{
     SlotPlacement, WriteError,
 };
 
-use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
+use crate::args::{BringupArgs, CheckpointDamageArg, EngineArgs, InspectArgs, PrepareArgs};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
@@ -22,7 +22,7 @@ use rbio_engines::{open_device_for, EngineConfig};
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     let config = args.engine.config();
-    let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
+    let device = open_for_reading(config.kind, &args.device, &args.engine)?;
     let options = BringupOptions {
         layout: args.layout.layout(),
         configured_device_path: args.path_check.device_path.clone(),
@@ -31,6 +31,7 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
         keep_unreadable: !args.drop_unreadable,
         window_ops_max: config.window.max(1),
         report_all_entries: args.entries,
+        ..BringupOptions::default()
     };
     let bringup = Bringup::new(device.clone(), options)?;
     let mut engine = config.build(&device, bringup.header_pool())?;
@@ -43,6 +44,23 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
         print!("{}", render::bringup_text(&recovered, args.entries));
     }
     Ok(exit_of(&recovered.report))
+}
+
+/// Opens the device for bringup or inspect: with O_DIRECT unless `--buffered`, falling back
+/// to the page cache with a one-line notice where the file system refuses it.
+fn open_for_reading(
+    kind: rbio_engines::EngineKind,
+    path: &Path,
+    engine: &EngineArgs,
+) -> Result<Arc<Device>, Failure> {
+    let device = open_device_for(kind, path, engine.read_direct())?;
+    if device.direct_refused() {
+        eprintln!(
+            "rbio: note: {}: O_DIRECT refused by the file system: reading through the page cache",
+            path.display()
+        );
+    }
+    Ok(device)
 }
 
 /// The exit status a bringup report calls for: 4 when the checkpoint was ignored as a whole,
@@ -86,7 +104,7 @@ fn inspect_exit(inspection: &Inspection) -> Exit {
 /// `rbio inspect`: reads both mirrors and prints what they hold.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
     let config = args.engine.config();
-    let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
+    let device = open_for_reading(config.kind, &args.device, &args.engine)?;
     let options = InspectOptions {
         layout: args.layout.layout(),
         configured_device_path: args.path_check.device_path.clone(),
@@ -384,6 +402,7 @@ mod tests {
         Report {
             device: "image".to_owned(),
             engine: "serial".to_owned(),
+            settings: Default::default(),
             mirrors,
             checkpoint: Some(ChosenCheckpoint {
                 mirror_index: 1,

@@ -36,8 +36,8 @@ pub use prepare::{
     PrepareSpec, Prepared, SlotPlacement,
 };
 pub use report::{
-    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes,
-    RejectReason, Report, StaleReason, Warning,
+    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, LayoutSource,
+    PhaseTimes, RejectReason, Report, Settings, StaleReason, Warning,
 };
 pub use writer::{
     payload_byte, BlockWrite, DeviceWriter, PayloadPattern, PayloadSpec, SlotWrite, WriteError,

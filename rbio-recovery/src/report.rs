@@ -386,6 +386,62 @@ impl fmt::Display for Warning {
     }
 }
 
+/// Where bringup's layout came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayoutSource {
+    /// Given by the caller (layout flags, or LMCache's defaults).
+    #[default]
+    Configured,
+    /// Read from the checkpoint in this mirror on the device.
+    Device {
+        /// The mirror whose checkpoint recorded it.
+        mirror_index: usize,
+    },
+}
+
+/// The options a bringup ran with, as its report states them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Header reads in flight at once.
+    pub window_ops_max: usize,
+    /// The most operations the engine has with the device at once (the posix pool's
+    /// workers, the ring's window, 1 for the serial engine).
+    pub engine_in_flight_max: usize,
+    /// Whether the device was read with O_DIRECT, bypassing the page cache.
+    pub direct: bool,
+    /// Whether O_DIRECT was asked for and refused by the file or device, so reads went
+    /// through the page cache.
+    pub direct_refused: bool,
+    /// The per-operation timeout the engine was given, where the caller said.
+    // TODO(op_timeout): filled from `BringupOptions::op_timeout` once bringup carries one.
+    pub op_timeout: Option<Duration>,
+    /// Where the layout came from.
+    pub layout_source: LayoutSource,
+}
+
+impl Settings {
+    /// The settings as JSON, with the engine's name.
+    fn to_json(self, engine: &str) -> Value {
+        let layout_mirror = match self.layout_source {
+            LayoutSource::Configured => None,
+            LayoutSource::Device { mirror_index } => Some(mirror_index),
+        };
+        json!({
+            "engine": engine,
+            "window": self.window_ops_max,
+            "engine_in_flight_max": self.engine_in_flight_max,
+            "direct": self.direct,
+            "direct_refused": self.direct_refused,
+            "op_timeout_secs": self.op_timeout.map(|timeout| timeout.as_secs_f64()),
+            "layout_source": match self.layout_source {
+                LayoutSource::Configured => "configured",
+                LayoutSource::Device { .. } => "device",
+            },
+            "layout_mirror": layout_mirror,
+        })
+    }
+}
+
 /// The checkpoint bringup used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChosenCheckpoint {
@@ -404,6 +460,8 @@ pub struct Report {
     pub device: String,
     /// The engine that read the device.
     pub engine: String,
+    /// The options in force.
+    pub settings: Settings,
     /// Both mirrors as found.
     pub mirrors: Vec<MirrorStatus>,
     /// The checkpoint used, `None` on an empty device.
@@ -432,6 +490,7 @@ impl Report {
         json!({
             "device": self.device,
             "engine": self.engine,
+            "settings": self.settings.to_json(&self.engine),
             "verified": self.verified,
             "checkpoint": self.checkpoint.map(|chosen| json!({
                 "mirror": chosen.mirror_index,
@@ -518,6 +577,18 @@ impl fmt::Display for Report {
         }
         if let Some(ignored) = &self.ignored {
             writeln!(f, "checkpoint ignored: {ignored}")?;
+        }
+        if let LayoutSource::Device { mirror_index } = self.settings.layout_source {
+            writeln!(
+                f,
+                "layout: read from the checkpoint in mirror {mirror_index}"
+            )?;
+        }
+        if self.settings.direct_refused {
+            writeln!(
+                f,
+                "reads: O_DIRECT refused by the file system, through the page cache"
+            )?;
         }
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;

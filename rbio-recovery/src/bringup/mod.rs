@@ -31,7 +31,10 @@ use crate::format::{
     ApplyRejection, Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter,
     DevicePathPolicy, EntryFields, FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
 };
-use crate::report::{CheckpointIgnored, ChosenCheckpoint, Counts, PhaseTimes, Report, Warning};
+use crate::report::{
+    CheckpointIgnored, ChosenCheckpoint, Counts, LayoutSource, PhaseTimes, Report, Settings,
+    Warning,
+};
 
 /// How to bring a device up.
 #[derive(Clone, Debug)]
@@ -53,6 +56,8 @@ pub struct BringupOptions {
     pub window_ops_max: usize,
     /// List every entry in the report, not only those that were not simply kept.
     pub report_all_entries: bool,
+    /// Where `layout` came from, for the report.
+    pub layout_source: LayoutSource,
 }
 
 impl Default for BringupOptions {
@@ -65,6 +70,7 @@ impl Default for BringupOptions {
             keep_unreadable: true,
             window_ops_max: 256,
             report_all_entries: false,
+            layout_source: LayoutSource::Configured,
         }
     }
 }
@@ -430,6 +436,14 @@ impl Bringup {
         Report {
             device: self.device.path().display().to_string(),
             engine: engine.capabilities().name.to_string(),
+            settings: Settings {
+                window_ops_max: self.options.window_ops_max.max(1),
+                engine_in_flight_max: engine.capabilities().in_flight_max,
+                direct: self.device.is_direct(),
+                direct_refused: self.device.direct_refused(),
+                op_timeout: None,
+                layout_source: self.options.layout_source,
+            },
             mirrors: Vec::new(),
             checkpoint: None,
             ignored: None,
@@ -527,10 +541,19 @@ fn header_read_bytes(device: &Device, layout: &Layout) -> usize {
         .min(layout.header_bytes as usize)
 }
 
-/// Opens `path` read-only for bringup (O_DIRECT if asked).
+/// Opens `path` read-only for bringup: with `direct`, through O_DIRECT where the file or
+/// device takes it and through the page cache where it refuses it
+/// ([`rbio_core::DeviceOptions::direct_if_supported`]; [`Device::direct_refused`] says which);
+/// without, through the page cache.
 ///
 /// # Errors
 /// As [`rbio_core::DeviceOptions::open`].
 pub fn open_device(path: &Path, direct: bool) -> Result<Arc<Device>, rbio_core::OpenError> {
-    Device::options().direct(direct).open(path).map(Arc::new)
+    let options = Device::options();
+    let options = if direct {
+        options.direct_if_supported()
+    } else {
+        options
+    };
+    options.open(path).map(Arc::new)
 }
