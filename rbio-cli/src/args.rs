@@ -53,23 +53,27 @@ pub enum Command {
 
 /// The raw_block layout, named and defaulted as in LMCache's configuration.
 #[derive(Clone, Debug, Args)]
-#[command(next_help_heading = "Layout (LMCache's configuration names and defaults)")]
+#[command(
+    next_help_heading = "Layout (LMCache's configuration names and defaults; bringup and \
+    inspect read it from the device when no geometry flag is given)"
+)]
 pub struct LayoutArgs {
-    /// I/O alignment: a power of two.
-    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_bytes)]
-    pub block_align: u64,
-    /// Bytes reserved for the header at the start of every slot.
-    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_bytes)]
-    pub header_bytes: u64,
-    /// Bytes per slot, header included.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
-    pub slot_bytes: u64,
-    /// Bytes of the metadata region (both checkpoint mirrors) at the start of the device.
-    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
-    pub meta_total_bytes: u64,
-    /// Capacity to use; 0 means the whole device.
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
-    pub capacity_bytes: u64,
+    /// I/O alignment: a power of two [default: 4096].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub block_align: Option<u64>,
+    /// Bytes reserved for the header at the start of every slot [default: 4096].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub header_bytes: Option<u64>,
+    /// Bytes per slot, header included [default: 1MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub slot_bytes: Option<u64>,
+    /// Bytes of the metadata region (both checkpoint mirrors) at the start of the device
+    /// [default: 256MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub meta_total_bytes: Option<u64>,
+    /// Capacity to use; 0 means the whole device [default: 0].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub capacity_bytes: Option<u64>,
     /// Magic at the start of each checkpoint mirror: exactly 8 ASCII bytes.
     #[arg(long, value_name = "MAGIC", default_value = "LMCIDX01", value_parser = parse_magic)]
     pub meta_magic: [u8; 8],
@@ -82,18 +86,34 @@ pub struct LayoutArgs {
 }
 
 impl LayoutArgs {
-    /// The layout these flags describe.
+    /// The layout the flags give, LMCache's defaults for those not given.
     pub fn layout(&self) -> Layout {
+        let defaults = Layout::default();
         Layout {
-            block_align: self.block_align,
-            header_bytes: self.header_bytes,
-            slot_bytes: self.slot_bytes,
-            meta_total_bytes: self.meta_total_bytes,
+            block_align: self.block_align.unwrap_or(defaults.block_align),
+            header_bytes: self.header_bytes.unwrap_or(defaults.header_bytes),
+            slot_bytes: self.slot_bytes.unwrap_or(defaults.slot_bytes),
+            meta_total_bytes: self.meta_total_bytes.unwrap_or(defaults.meta_total_bytes),
             meta_magic: self.meta_magic,
             meta_version: self.meta_version,
-            capacity_bytes: self.capacity_bytes,
+            capacity_bytes: self.capacity_bytes.unwrap_or(defaults.capacity_bytes),
             namespace: self.namespace.into(),
         }
+    }
+
+    /// Whether any geometry flag (`--block-align`, `--header-bytes`, `--slot-bytes`,
+    /// `--meta-total-bytes`, `--capacity-bytes`) was given: bringup and inspect then use the
+    /// flags; else they read the layout from the device.
+    pub fn geometry_given(&self) -> bool {
+        [
+            self.block_align,
+            self.header_bytes,
+            self.slot_bytes,
+            self.meta_total_bytes,
+            self.capacity_bytes,
+        ]
+        .iter()
+        .any(Option::is_some)
     }
 }
 

@@ -419,6 +419,16 @@ pub struct Settings {
     pub layout_source: LayoutSource,
 }
 
+impl LayoutSource {
+    /// "configured" or "device".
+    pub fn name(self) -> &'static str {
+        match self {
+            LayoutSource::Configured => "configured",
+            LayoutSource::Device { .. } => "device",
+        }
+    }
+}
+
 impl Settings {
     /// The settings as JSON, with the engine's name.
     fn to_json(self, engine: &str) -> Value {
@@ -433,10 +443,7 @@ impl Settings {
             "direct": self.direct,
             "direct_refused": self.direct_refused,
             "op_timeout_secs": self.op_timeout.map(|timeout| timeout.as_secs_f64()),
-            "layout_source": match self.layout_source {
-                LayoutSource::Configured => "configured",
-                LayoutSource::Device { .. } => "device",
-            },
+            "layout_source": self.layout_source.name(),
             "layout_mirror": layout_mirror,
         })
     }

@@ -6,6 +6,7 @@
 mod apply;
 mod device_path;
 mod index;
+mod layout_read;
 mod parse;
 mod read;
 mod select;
@@ -23,6 +24,7 @@ use rbio_core::{
 
 pub(crate) use device_path::compared_path;
 pub use index::FREE_SLOTS_MAX;
+pub use layout_read::{read_layout, FoundLayout, LayoutAttempt, LayoutMiss};
 pub use select::{MirrorStatus, MirrorVerdict};
 // For `inspect`, which verifies both mirrors with the same selection code.
 pub(crate) use select::select;
@@ -120,6 +122,11 @@ pub enum BringupError {
         /// The most slots a free list may hold.
         limit: u64,
     },
+    /// No layout flag was given and no checkpoint on the device records a layout.
+    LayoutNotRecorded {
+        /// Each mirror tried, and why it gave none.
+        attempts: Vec<LayoutAttempt>,
+    },
     /// No checkpoint could be accepted and at least one mirror could not be read: starting
     /// empty would discard entries the device never answered about.
     CheckpointUnreadable {
@@ -145,6 +152,22 @@ impl fmt::Display for BringupError {
                 f,
                 "next_slot {next_slot} leaves more than {limit} free slots to list"
             ),
+            BringupError::LayoutNotRecorded { attempts } => {
+                write!(f, "no checkpoint on the device records its layout (")?;
+                for (i, attempt) in attempts.iter().enumerate() {
+                    let separator = if i == 0 { "" } else { "; " };
+                    write!(
+                        f,
+                        "{separator}mirror {} at {}: {}",
+                        attempt.mirror_index, attempt.offset_bytes, attempt.miss
+                    )?;
+                }
+                write!(
+                    f,
+                    "): give the layout flags (--block-align, --header-bytes, --slot-bytes, \
+                     --meta-total-bytes)"
+                )
+            }
             BringupError::CheckpointUnreadable { mirrors } => {
                 write!(f, "no checkpoint could be read:")?;
                 for mirror in mirrors {
@@ -163,7 +186,9 @@ impl std::error::Error for BringupError {
             BringupError::Pool(error) => Some(error),
             BringupError::Engine(error) => Some(error),
             BringupError::Configuration(error) => Some(error),
-            BringupError::TooManySlots { .. } | BringupError::CheckpointUnreadable { .. } => None,
+            BringupError::TooManySlots { .. }
+            | BringupError::LayoutNotRecorded { .. }
+            | BringupError::CheckpointUnreadable { .. } => None,
         }
     }
 }

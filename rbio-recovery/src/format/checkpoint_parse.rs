@@ -54,9 +54,39 @@ impl<'a> Checkpoint<'a> {
         payload: &'a [u8],
         sink: &mut dyn FnMut(EntryEvent<'a>),
     ) -> Result<CheckpointHead<'a>, CheckpointError> {
+        Checkpoint::parse_root(
+            payload,
+            RootSeed {
+                sink,
+                skip_entries: false,
+            },
+        )
+    }
+
+    /// Parses only the head of a checkpoint payload: `entries` is scanned for its syntax but
+    /// not read (for the layout a device records, without building its entries).
+    ///
+    /// # Errors
+    ///
+    /// As [`Checkpoint::parse`].
+    pub fn parse_head(payload: &'a [u8]) -> Result<CheckpointHead<'a>, CheckpointError> {
+        let sink = &mut |_: EntryEvent<'a>| {};
+        Checkpoint::parse_root(
+            payload,
+            RootSeed {
+                sink,
+                skip_entries: true,
+            },
+        )
+    }
+
+    fn parse_root(
+        payload: &'a [u8],
+        seed: RootSeed<'_, 'a>,
+    ) -> Result<CheckpointHead<'a>, CheckpointError> {
         let text = std::str::from_utf8(payload).map_err(CheckpointError::NotUtf8)?;
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let root = RootSeed { sink }
+        let root = seed
             .deserialize(&mut deserializer)
             .map_err(CheckpointError::Json)?;
         deserializer.end().map_err(CheckpointError::Json)?;
@@ -219,9 +249,10 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-/// Reads the root value, handing each entry of `entries` to the sink.
+/// Reads the root value, handing each entry of `entries` to the sink (or skipping them).
 struct RootSeed<'s, 'de> {
     sink: &'s mut dyn FnMut(EntryEvent<'de>),
+    skip_entries: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for RootSeed<'_, 'de> {
@@ -245,6 +276,10 @@ impl<'de> Visitor<'de> for RootSeed<'_, 'de> {
         let mut top = Top::default();
         while let Some(field) = map.next_key::<TopField>()? {
             match field {
+                TopField::Entries if self.skip_entries => {
+                    map.next_value::<IgnoredAny>()?;
+                    top.entries = Some(Ok(()));
+                }
                 TopField::Entries => {
                     if top.entries.is_some() {
                         (self.sink)(EntryEvent::Restart);
@@ -797,6 +832,16 @@ mod streaming_tests {
         let (seen, head) = events(r#"{"entries":{"a":{}},"version":2}"#);
         assert_eq!(seen[1..], ["a"]);
         assert!(head.is_err());
+    }
+
+    #[test]
+    fn the_head_alone_skips_the_entries() {
+        let payload =
+            r#"{"version":1,"slot_bytes":8192,"entries":{"a":{},"b":[1,{"c":2}]},"next_slot":4}"#;
+        let head = Checkpoint::parse_head(payload.as_bytes()).unwrap();
+        assert_eq!((head.slot_bytes, head.next_slot), (Some(8192), Some(4)));
+        assert!(Checkpoint::parse_head(br#"{"version":1,"entries":{"a":}"#).is_err());
+        assert!(Checkpoint::parse_head(br#"{"version":2,"entries":{}}"#).is_err());
     }
 
     #[test]
