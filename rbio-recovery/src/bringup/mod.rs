@@ -97,8 +97,11 @@ pub struct Progress {
     pub phase: Phase,
     /// Units done (slots, for validation).
     pub done: u64,
-    /// Units in all.
+    /// Units in all; while the checkpoint is still being parsed, an estimate.
     pub total: u64,
+    /// Whether `total` is an estimate (validation's, from the share of the payload parsed so
+    /// far) rather than a count.
+    pub total_is_estimate: bool,
 }
 
 /// Why bringup could not produce an index.
@@ -336,6 +339,7 @@ impl Bringup {
             phase: Phase::Select,
             done: 1,
             total: 1,
+            total_is_estimate: false,
         });
         let Some((mirror_index, header, payload)) = selection.chosen else {
             let unreadable = |m: &MirrorStatus| matches!(m.verdict, MirrorVerdict::Unreadable(_));
@@ -375,15 +379,17 @@ impl Bringup {
         };
         let validate_started = Instant::now();
         let rules = |head: &CheckpointHead<'_>| self.whole_checkpoint_rules(head);
+        let parse_progress = parse::ParseProgress::default();
         let (parsed, ledger) = std::thread::scope(|scope| {
             let (sender, receiver) =
                 mpsc::sync_channel::<Vec<CheckpointEntry<'_>>>(parse::PARSE_BATCHES_QUEUED);
-            let parser = scope.spawn(|| parse::parse_in_batches(payload, &rules, sender));
+            let parser =
+                scope.spawn(|| parse::parse_in_batches(payload, &rules, &parse_progress, sender));
             let ledger = validation.run(
                 engine,
                 &self.header_pool,
                 receiver.into_iter().flatten(),
-                progress,
+                &mut |reported| progress(parse_progress.estimated(reported, payload.len())),
             );
             let parsed = parser
                 .join()
@@ -427,6 +433,7 @@ impl Bringup {
             phase: Phase::Parse,
             done: 1,
             total: 1,
+            total_is_estimate: false,
         });
 
         let apply_started = Instant::now();
@@ -446,6 +453,7 @@ impl Bringup {
             phase: Phase::Apply,
             done: 1,
             total: 1,
+            total_is_estimate: false,
         });
         let inputs = index::Inputs {
             geometry: &self.geometry,

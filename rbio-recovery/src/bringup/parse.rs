@@ -6,9 +6,13 @@
 //! checkpoint the rules ignore costs no header read. A payload whose fields come later (not
 //! written by LMCache) is held until the parse has finished and the rules have its final head.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use std::borrow::Cow;
+
+use super::Progress;
 use crate::format::{
     ApplyRejection, Checkpoint, CheckpointEntry, CheckpointError, CheckpointHead, EntryEvent,
 };
@@ -30,6 +34,52 @@ pub(super) struct ParsedHead<'a> {
     pub(super) revalidate: bool,
 }
 
+/// How far the parser has come, shared with the thread reporting validation's progress.
+#[derive(Debug, Default)]
+pub(super) struct ParseProgress {
+    /// Entries handed to validation (some may still wait in the channel).
+    sent_entries: AtomicU64,
+    /// Payload bytes parsed up to the last entry handed to validation.
+    parsed_bytes: AtomicUsize,
+    /// Whether the parse has ended (every entry is known).
+    done: AtomicBool,
+}
+
+impl ParseProgress {
+    /// `progress` as validation reported it (its total: the entries it has received), with
+    /// the total estimated from the entries sent against the payload bytes they took, while
+    /// the parse goes on.
+    pub(super) fn estimated(&self, progress: Progress, payload_bytes: usize) -> Progress {
+        let sent_entries = self.sent_entries.load(Ordering::Relaxed);
+        if self.done.load(Ordering::Relaxed) {
+            // Every entry is sent: the total is a count.
+            return Progress {
+                total: sent_entries.max(progress.total),
+                ..progress
+            };
+        }
+        let parsed_bytes = self.parsed_bytes.load(Ordering::Relaxed);
+        let estimate = estimate_total(sent_entries, parsed_bytes, payload_bytes);
+        Progress {
+            total: estimate.max(progress.total),
+            total_is_estimate: true,
+            ..progress
+        }
+    }
+}
+
+/// The entries a payload of `payload_bytes` holds if the rest is like the `parsed_bytes`
+/// that held `entries_so_far`: never fewer than those.
+fn estimate_total(entries_so_far: u64, parsed_bytes: usize, payload_bytes: usize) -> u64 {
+    if parsed_bytes == 0 {
+        return entries_so_far;
+    }
+    let estimate = u128::from(entries_so_far) * payload_bytes as u128 / parsed_bytes as u128;
+    u64::try_from(estimate)
+        .unwrap_or(u64::MAX)
+        .max(entries_so_far)
+}
+
 /// What the parser does with entries, decided when it reaches `entries`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
@@ -44,6 +94,8 @@ enum Flow {
 
 /// The parser thread's state while the payload streams through.
 struct Batcher<'a, 's> {
+    payload: &'a [u8],
+    progress: &'s ParseProgress,
     sender: &'s mpsc::SyncSender<Vec<CheckpointEntry<'a>>>,
     batch: Vec<CheckpointEntry<'a>>,
     held: Vec<CheckpointEntry<'a>>,
@@ -51,6 +103,8 @@ struct Batcher<'a, 's> {
     receiver_gone: bool,
     restarted: bool,
     waited: Duration,
+    /// Entries sent so far.
+    sent_count: u64,
 }
 
 impl<'a> Batcher<'a, '_> {
@@ -74,6 +128,17 @@ impl<'a> Batcher<'a, '_> {
             return;
         }
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(PARSE_BATCH_ENTRIES));
+        self.sent_count += full.len() as u64;
+        if let Some(Cow::Borrowed(key)) = full.last().map(|entry| &entry.key) {
+            // A borrowed key lies in the payload: its place is how far the parse has come.
+            let parsed_bytes = key.as_ptr() as usize - self.payload.as_ptr() as usize;
+            self.progress
+                .parsed_bytes
+                .store(parsed_bytes, Ordering::Relaxed);
+        }
+        self.progress
+            .sent_entries
+            .store(self.sent_count, Ordering::Relaxed);
         let send_started = Instant::now();
         self.receiver_gone = self.sender.send(full).is_err();
         self.waited += send_started.elapsed();
@@ -87,10 +152,13 @@ impl<'a> Batcher<'a, '_> {
 pub(super) fn parse_in_batches<'a>(
     payload: &'a [u8],
     rules: &Rules<'_>,
+    progress: &ParseProgress,
     sender: mpsc::SyncSender<Vec<CheckpointEntry<'a>>>,
 ) -> (ParsedHead<'a>, Duration) {
     let started = Instant::now();
     let mut batcher = Batcher {
+        payload,
+        progress,
         sender: &sender,
         batch: Vec::with_capacity(PARSE_BATCH_ENTRIES),
         held: Vec::new(),
@@ -98,6 +166,7 @@ pub(super) fn parse_in_batches<'a>(
         receiver_gone: false,
         restarted: false,
         waited: Duration::ZERO,
+        sent_count: 0,
     };
     let head = Checkpoint::parse_streaming(payload, &mut |event| match event {
         EntryEvent::EntriesStart(head) => {
@@ -123,10 +192,53 @@ pub(super) fn parse_in_batches<'a>(
     if !batcher.restarted {
         batcher.flush();
     }
+    progress.done.store(true, Ordering::Relaxed);
     let refused_early = batcher.flow == Flow::Drop;
     let parsed = ParsedHead {
         head,
         revalidate: batcher.restarted || (refused_early && accepted),
     };
     (parsed, started.elapsed().saturating_sub(batcher.waited))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bringup::Phase;
+
+    #[test]
+    fn the_total_grows_with_the_share_of_the_payload_still_unparsed() {
+        assert_eq!(estimate_total(1000, 250, 1000), 4000);
+        assert_eq!(estimate_total(1000, 1000, 1000), 1000);
+        assert_eq!(
+            estimate_total(7, 0, 1000),
+            7,
+            "nothing parsed: nothing to scale"
+        );
+        assert_eq!(
+            estimate_total(10, 2000, 1000),
+            10,
+            "never below what is known"
+        );
+        assert_eq!(estimate_total(u64::MAX, 1, usize::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn the_estimate_stops_when_the_parse_ends() {
+        let progress = ParseProgress::default();
+        progress.parsed_bytes.store(100, Ordering::Relaxed);
+        progress.sent_entries.store(20, Ordering::Relaxed);
+        // Validation has received 10 of the 20 sent, which took 100 of 300 bytes.
+        let reported = Progress {
+            phase: Phase::Validate,
+            done: 5,
+            total: 10,
+            total_is_estimate: false,
+        };
+        let estimated = progress.estimated(reported, 300);
+        assert_eq!((estimated.total, estimated.total_is_estimate), (60, true));
+        progress.done.store(true, Ordering::Relaxed);
+        let counted = progress.estimated(reported, 300);
+        assert_eq!((counted.total, counted.total_is_estimate), (20, false));
+    }
 }

@@ -95,6 +95,7 @@ impl Validation<'_> {
                         phase: Phase::Validate,
                         done: judged,
                         total: ledger.entries.len() as u64,
+                        total_is_estimate: false,
                     });
                 }
             })?;
