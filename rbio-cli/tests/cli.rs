@@ -154,6 +154,36 @@ fn bringup_without_layout_flags_reads_the_layout_from_the_device() {
 }
 
 #[test]
+fn a_misconfigured_read_stops_bringup_with_exit_2_and_one_line() {
+    // A 256-byte block_align is a valid layout, but O_DIRECT needs at least 512: rbio refuses
+    // the first read itself, a configuration error rather than an unreadable mirror.
+    let (_dir, image, _) = unpack_fixture("c1000");
+    let image = image.to_str().unwrap();
+    let mut args = vec![
+        "bringup",
+        image,
+        "--ignore-device-path",
+        "--block-align",
+        "256",
+    ];
+    args.extend(["--header-bytes", "256"]);
+    args.extend(FIXTURE_LAYOUT);
+    let output = rbio(&args);
+    if stderr(&output).contains("O_DIRECT refused") {
+        return; // this file system reads through the page cache: nothing is misaligned
+    }
+    assert_one_line_failure(&output, 2, "configuration error, nothing recovered");
+    assert!(
+        stderr(&output).contains("--buffered"),
+        "{}",
+        stderr(&output)
+    );
+    args.push("--buffered");
+    let output = rbio(&args);
+    assert_ne!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+#[test]
 fn a_device_without_a_checkpoint_asks_for_the_layout_flags() {
     let dir = tempfile::tempdir().unwrap();
     let blank = dir.path().join("blank.img");
