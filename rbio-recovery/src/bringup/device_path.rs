@@ -81,7 +81,9 @@ fn identity(path: &Path) -> Option<Identity> {
 }
 
 /// `(controller, namespace)` from `nvme<C>n<N>` or `ng<C>n<N>`; `None` for other names and
-/// for partitions (`nvme0n1p1`).
+/// for partitions (`nvme0n1p1`). Without native NVMe multipath the block device is numbered
+/// by controller like the generic one; with it, the block device takes the subsystem's
+/// number, which may differ, and the two names then compare as different devices.
 fn nvme_namespace(name: &str) -> Option<(u32, u32)> {
     let numbers = name
         .strip_prefix("nvme")

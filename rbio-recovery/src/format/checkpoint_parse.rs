@@ -64,7 +64,8 @@ impl<'a> Checkpoint<'a> {
     }
 
     /// Parses only the head of a checkpoint payload: `entries` is scanned for its syntax but
-    /// not read (for the layout a device records, without building its entries).
+    /// neither read nor type-checked (for the layout a device records, without building its
+    /// entries).
     ///
     /// # Errors
     ///
