@@ -64,7 +64,8 @@ impl DeviceOptions {
     ///
     /// The probe opens with `O_DIRECT` and reads the first block: where either is refused
     /// with `EINVAL` (some FUSE and network file systems, tmpfs before Linux 6.6), the device
-    /// is opened again without it and [`Device::direct_refused`] says so.
+    /// is opened again without it and [`Device::direct_refused`] says so. A character device
+    /// (the NVMe generic device) has no page cache to bypass and opens without it.
     pub fn direct_if_supported(mut self) -> Self {
         self.direct = true;
         self.direct_fallback = true;
@@ -85,6 +86,10 @@ impl DeviceOptions {
             direct_fallback: false,
             ..self.clone()
         };
+        if kind_of(path)? == DeviceKind::Char {
+            // No page cache stands between a character device and its reader.
+            return buffered.open_as_asked(path);
+        }
         let refused = |device: Device| Device {
             direct_refused: true,
             ..device
@@ -247,7 +252,7 @@ impl Device {
     fn direct_read_works(&self) -> bool {
         let (mem_align_bytes, offset_align_bytes) = self.dio_align_bytes();
         let len_bytes = (offset_align_bytes.max(self.logical_block_bytes) as usize).max(512);
-        if self.kind == DeviceKind::Char || self.size_bytes < len_bytes as u64 {
+        if self.size_bytes < len_bytes as u64 {
             return true;
         }
         let align_bytes = (mem_align_bytes as usize).max(len_bytes);
@@ -405,6 +410,13 @@ mod tests {
         let device = Device::options().direct_if_supported().open(path).unwrap();
         assert!(!device.is_direct());
         assert!(device.direct_refused());
+
+        let null = Device::options().direct_if_supported().open("/dev/null");
+        let null = null.unwrap();
+        assert!(
+            !null.is_direct() && !null.direct_refused(),
+            "no page cache there"
+        );
     }
 
     #[test]
