@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let parsed = Checkpoint::parse(data);
     let mut streamed: Vec<CheckpointEntry<'_>> = Vec::new();
     let head = Checkpoint::parse_streaming(data, &mut |event| match event {
+        EntryEvent::EntriesStart(_) => {}
         EntryEvent::Entry(entry) => streamed.push(entry),
         EntryEvent::Restart => streamed.clear(),
     });

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rbio_recovery::{KeyNamespace, Layout};
+use rbio_recovery::{DevicePathPolicy, KeyNamespace, Layout};
 
 use rbio_engines::{EngineConfig, EngineKind, WINDOW_MAX, WORKERS_MAX};
 
@@ -53,23 +53,27 @@ pub enum Command {
 
 /// The raw_block layout, named and defaulted as in LMCache's configuration.
 #[derive(Clone, Debug, Args)]
-#[command(next_help_heading = "Layout (LMCache's configuration names and defaults)")]
+#[command(
+    next_help_heading = "Layout (LMCache's configuration names and defaults; bringup and \
+    inspect read it from the device when no geometry flag is given)"
+)]
 pub struct LayoutArgs {
-    /// I/O alignment: a power of two.
-    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_bytes)]
-    pub block_align: u64,
-    /// Bytes reserved for the header at the start of every slot.
-    #[arg(long, value_name = "BYTES", default_value = "4096", value_parser = parse_bytes)]
-    pub header_bytes: u64,
-    /// Bytes per slot, header included.
-    #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_bytes)]
-    pub slot_bytes: u64,
-    /// Bytes of the metadata region (both checkpoint mirrors) at the start of the device.
-    #[arg(long, value_name = "BYTES", default_value = "256MiB", value_parser = parse_bytes)]
-    pub meta_total_bytes: u64,
-    /// Capacity to use; 0 means the whole device.
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_bytes)]
-    pub capacity_bytes: u64,
+    /// I/O alignment: a power of two [default: 4096].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub block_align: Option<u64>,
+    /// Bytes reserved for the header at the start of every slot [default: 4096].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub header_bytes: Option<u64>,
+    /// Bytes per slot, header included [default: 1MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub slot_bytes: Option<u64>,
+    /// Bytes of the metadata region (both checkpoint mirrors) at the start of the device
+    /// [default: 256MiB].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub meta_total_bytes: Option<u64>,
+    /// Capacity to use; 0 means the whole device [default: 0].
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub capacity_bytes: Option<u64>,
     /// Magic at the start of each checkpoint mirror: exactly 8 ASCII bytes.
     #[arg(long, value_name = "MAGIC", default_value = "LMCIDX01", value_parser = parse_magic)]
     pub meta_magic: [u8; 8],
@@ -82,22 +86,67 @@ pub struct LayoutArgs {
 }
 
 impl LayoutArgs {
-    /// The layout these flags describe.
+    /// The layout the flags give, LMCache's defaults for those not given.
     pub fn layout(&self) -> Layout {
+        let defaults = Layout::default();
         Layout {
-            block_align: self.block_align,
-            header_bytes: self.header_bytes,
-            slot_bytes: self.slot_bytes,
-            meta_total_bytes: self.meta_total_bytes,
+            block_align: self.block_align.unwrap_or(defaults.block_align),
+            header_bytes: self.header_bytes.unwrap_or(defaults.header_bytes),
+            slot_bytes: self.slot_bytes.unwrap_or(defaults.slot_bytes),
+            meta_total_bytes: self.meta_total_bytes.unwrap_or(defaults.meta_total_bytes),
             meta_magic: self.meta_magic,
             meta_version: self.meta_version,
-            capacity_bytes: self.capacity_bytes,
+            capacity_bytes: self.capacity_bytes.unwrap_or(defaults.capacity_bytes),
             namespace: self.namespace.into(),
         }
+    }
+
+    /// Whether any geometry flag (`--block-align`, `--header-bytes`, `--slot-bytes`,
+    /// `--meta-total-bytes`, `--capacity-bytes`) was given: bringup and inspect then use the
+    /// flags; else they read the layout from the device.
+    pub fn geometry_given(&self) -> bool {
+        [
+            self.block_align,
+            self.header_bytes,
+            self.slot_bytes,
+            self.meta_total_bytes,
+            self.capacity_bytes,
+        ]
+        .iter()
+        .any(Option::is_some)
     }
 }
 
 /// The key namespace, as LMCache names it.
+/// How the checkpoint's recorded `device_path` is checked.
+#[derive(Clone, Debug, Args)]
+pub struct DevicePathArgs {
+    /// Accept a checkpoint whose recorded device_path names another device (an image copied
+    /// elsewhere).
+    #[arg(long, conflicts_with = "strict_device_path")]
+    pub ignore_device_path: bool,
+    /// Compare the recorded device_path with the configured one as strings, as LMCache does
+    /// [default: by device, so a symlink, a relative path or the NVMe generic device match].
+    #[arg(long)]
+    pub strict_device_path: bool,
+    /// The path the checkpoint's device_path must name [default: DEVICE as given].
+    #[arg(long, value_name = "PATH")]
+    pub device_path: Option<String>,
+}
+
+impl DevicePathArgs {
+    /// The policy the flags ask for.
+    pub fn policy(&self) -> DevicePathPolicy {
+        if self.ignore_device_path {
+            DevicePathPolicy::Ignore
+        } else if self.strict_device_path {
+            DevicePathPolicy::Strict
+        } else {
+            DevicePathPolicy::SameDevice
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NamespaceArg {
     /// BLAKE2b-8 of the encoded object key (LMCache's default).
@@ -140,12 +189,22 @@ pub struct EngineArgs {
     #[arg(long, value_name = "on|off", default_value = "on", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub fixed_buffers: bool,
-    /// Open the device with O_DIRECT (bypass the page cache).
-    #[arg(long)]
+    /// Open the device with O_DIRECT, bypassing the page cache (bringup and inspect do by
+    /// default, falling back to the page cache with a notice where the file system refuses
+    /// it; prepare only when asked).
+    #[arg(long, conflicts_with = "buffered")]
     pub direct: bool,
+    /// Read through the page cache instead of O_DIRECT (bringup, inspect).
+    #[arg(long)]
+    pub buffered: bool,
 }
 
 impl EngineArgs {
+    /// Whether bringup and inspect read with O_DIRECT (where the device takes it).
+    pub fn read_direct(&self) -> bool {
+        !self.buffered
+    }
+
     /// The engine configuration these flags describe.
     pub fn config(&self) -> EngineConfig {
         EngineConfig {
@@ -240,12 +299,8 @@ pub enum CheckpointDamageArg {
 pub struct BringupArgs {
     /// The device or image to bring up.
     pub device: PathBuf,
-    /// Accept a checkpoint whose recorded device_path differs (an image copied elsewhere).
-    #[arg(long)]
-    pub ignore_device_path: bool,
-    /// The path the checkpoint's device_path must equal [default: DEVICE as given].
-    #[arg(long, value_name = "PATH")]
-    pub device_path: Option<String>,
+    #[command(flatten)]
+    pub path_check: DevicePathArgs,
     /// Skip slot-header validation (LMCache's meta_verify_on_load = false).
     #[arg(long)]
     pub no_verify: bool,
@@ -272,12 +327,8 @@ pub struct InspectArgs {
     /// List the chosen checkpoint's entries.
     #[arg(long)]
     pub entries: bool,
-    /// Accept a checkpoint whose recorded device_path differs.
-    #[arg(long)]
-    pub ignore_device_path: bool,
-    /// The path the checkpoint's device_path must equal [default: DEVICE as given].
-    #[arg(long, value_name = "PATH")]
-    pub device_path: Option<String>,
+    #[command(flatten)]
+    pub path_check: DevicePathArgs,
     /// Print the inspection as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use rbio_core::{BufferPool, Device, OpError, PAGE_BYTES};
 use rbio_recovery::{
-    inspect, open_device, prepare, Bringup, BringupOptions, CheckpointDamage, Damage, DamagePlan,
-    DevicePathPolicy, ExpectedState, InspectOptions, Inspection, MirrorStatus, MirrorVerdict,
-    PrepareSpec, Report, SlotPlacement, WriteError,
+    inspect, open_device, prepare, read_layout, Bringup, BringupOptions, CheckpointDamage, Damage,
+    DamagePlan, ExpectedState, InspectOptions, Inspection, Layout, LayoutSource, MirrorStatus,
+    MirrorVerdict, PrepareSpec, Report, SlotPlacement, WriteError,
 };
 
-use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
+use crate::args::{
+    BringupArgs, CheckpointDamageArg, EngineArgs, InspectArgs, LayoutArgs, PrepareArgs,
+};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
@@ -22,11 +24,13 @@ use rbio_engines::{open_device_for, EngineConfig};
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     let config = args.engine.config();
-    let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
+    let device = open_for_reading(config.kind, &args.device, &args.engine)?;
+    let (layout, layout_source) = layout_of(&device, config, &args.layout)?;
     let options = BringupOptions {
-        layout: args.layout.layout(),
-        configured_device_path: args.device_path.clone(),
-        device_path_policy: path_policy(args.ignore_device_path),
+        layout,
+        layout_source,
+        configured_device_path: args.path_check.device_path.clone(),
+        device_path_policy: args.path_check.policy(),
         verify: !args.no_verify,
         keep_unreadable: !args.drop_unreadable,
         window_ops_max: config.window.max(1),
@@ -34,6 +38,7 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     };
     let bringup = Bringup::new(device.clone(), options)?;
     let mut engine = config.build(&device, bringup.header_pool())?;
+    note_direct_refused(&device);
     let bar = Bar::new("bringup");
     let recovered = bringup.run(&mut *engine, &mut |progress| bar.bringup(progress))?;
     bar.finish();
@@ -43,6 +48,49 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
         print!("{}", render::bringup_text(&recovered, args.entries));
     }
     Ok(exit_of(&recovered.report))
+}
+
+/// Opens the device for bringup or inspect: with O_DIRECT unless `--buffered`, falling back
+/// to the page cache where the file system refuses it ([`note_direct_refused`] says so).
+fn open_for_reading(
+    kind: rbio_engines::EngineKind,
+    path: &Path,
+    engine: &EngineArgs,
+) -> Result<Arc<Device>, Failure> {
+    Ok(open_device_for(kind, path, engine.read_direct())?)
+}
+
+/// One line on stderr when O_DIRECT was refused, once the command is past its setup (a
+/// command that fails there says one thing: why).
+fn note_direct_refused(device: &Device) {
+    if device.direct_refused() {
+        eprintln!(
+            "rbio: note: {}: O_DIRECT refused by the file system: reading through the page cache",
+            device.path().display()
+        );
+    }
+}
+
+/// The layout the geometry flags give, or when none is given, the one the device records
+/// (read through an engine like `config` that brings its own buffers).
+fn layout_of(
+    device: &Arc<Device>,
+    config: EngineConfig,
+    flags: &LayoutArgs,
+) -> Result<(Layout, LayoutSource), Failure> {
+    if flags.geometry_given() {
+        return Ok((flags.layout(), LayoutSource::Configured));
+    }
+    let config = EngineConfig {
+        fixed_buffers: false,
+        ..config
+    };
+    let mut engine = config.build(device, &tiny_pool()?)?;
+    let found = read_layout(device, &mut *engine, &flags.layout())?;
+    let source = LayoutSource::Device {
+        mirror_index: found.mirror_index,
+    };
+    Ok((found.layout, source))
 }
 
 /// The exit status a bringup report calls for: 4 when the checkpoint was ignored as a whole,
@@ -83,22 +131,16 @@ fn inspect_exit(inspection: &Inspection) -> Exit {
     }
 }
 
-fn path_policy(ignore_device_path: bool) -> DevicePathPolicy {
-    if ignore_device_path {
-        DevicePathPolicy::Ignore
-    } else {
-        DevicePathPolicy::Strict
-    }
-}
-
 /// `rbio inspect`: reads both mirrors and prints what they hold.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
     let config = args.engine.config();
-    let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
+    let device = open_for_reading(config.kind, &args.device, &args.engine)?;
+    let (layout, layout_source) = layout_of(&device, config, &args.layout)?;
     let options = InspectOptions {
-        layout: args.layout.layout(),
-        configured_device_path: args.device_path.clone(),
-        device_path_policy: path_policy(args.ignore_device_path),
+        layout,
+        layout_source,
+        configured_device_path: args.path_check.device_path.clone(),
+        device_path_policy: args.path_check.policy(),
         list_entries: args.entries,
     };
     // The inspection reads through its own pool: no buffers to register.
@@ -107,6 +149,7 @@ pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
         ..config
     };
     let mut engine = config.build(&device, &tiny_pool()?)?;
+    note_direct_refused(&device);
     let inspection = inspect(&device, &mut *engine, &options)?;
     if args.json {
         println!("{}", inspection.to_json());
@@ -362,7 +405,7 @@ fn checkpoint_damage(arg: CheckpointDamageArg) -> CheckpointDamage {
 mod tests {
     use super::*;
     use rbio_core::{Errno, IoError, OpInfo, OpKind};
-    use rbio_recovery::{ChosenCheckpoint, Counts, Layout};
+    use rbio_recovery::{ChosenCheckpoint, Counts};
 
     /// Mirror 0 as the device failed to deliver it, mirror 1 valid.
     fn mirrors_with_one_unreadable() -> Vec<MirrorStatus> {
@@ -392,6 +435,7 @@ mod tests {
         Report {
             device: "image".to_owned(),
             engine: "serial".to_owned(),
+            settings: Default::default(),
             mirrors,
             checkpoint: Some(ChosenCheckpoint {
                 mirror_index: 1,
@@ -411,6 +455,7 @@ mod tests {
     fn inspection(mirrors: Vec<MirrorStatus>) -> Inspection {
         Inspection {
             geometry: Layout::default().validate(1 << 30).unwrap(),
+            layout_source: LayoutSource::Configured,
             mirrors,
             checkpoint: None,
             head: None,

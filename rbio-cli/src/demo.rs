@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rbio_core::{Device, OpenError};
+use rbio_core::Device;
 use rbio_recovery::{
     open_device, prepare, Bringup, BringupOptions, Damage, DamagePlan, DevicePathPolicy,
     ExpectedState, Layout, PrepareSpec, Prepared, Recovered,
@@ -131,21 +131,19 @@ struct Reads {
     page_cache: String,
 }
 
-/// Whether the file system under `image` takes O_DIRECT (tmpfs does not). When it does not,
-/// says so in one line on stderr: the demo then reads through the page cache.
+/// Whether the file system under `image` takes O_DIRECT (tmpfs before Linux 6.6 does not),
+/// probed as bringup opens the image. When it does not, says so in one line on stderr: the
+/// demo then reads through the page cache.
 fn direct_or_note(dir: &Path, image: &Path) -> Result<bool, Failure> {
-    match Device::options().direct(true).open(image) {
-        Ok(_) => Ok(true),
-        Err(OpenError::DirectUnsupported { .. }) => {
-            eprintln!(
-                "rbio demo: note: the file system of {} does not take O_DIRECT: reading through \
-                 the page cache, which still holds the image (TMPDIR=DIR on a disk reads cold)",
-                dir.display()
-            );
-            Ok(false)
-        }
-        Err(error) => Err(error.into()),
+    let device = open_device(image, true)?;
+    if device.direct_refused() {
+        eprintln!(
+            "rbio demo: note: the file system of {} does not take O_DIRECT: reading through \
+             the page cache, which still holds the image (TMPDIR=DIR on a disk reads cold)",
+            dir.display()
+        );
     }
+    Ok(device.is_direct())
 }
 
 fn bring_up(

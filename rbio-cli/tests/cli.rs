@@ -97,6 +97,105 @@ fn demo_reads_cold_with_o_direct_and_leaves_the_page_cache_alone() {
 }
 
 #[test]
+fn bringup_without_layout_flags_reads_the_layout_from_the_device() {
+    // 64 KiB and 8 KiB slots, 4 MiB of metadata: neither is LMCache's default layout.
+    for name in ["c1000", "c2000kv"] {
+        let (_dir, image, manifest) = unpack_fixture(name);
+        let image = image.to_str().unwrap();
+        let output = rbio(&["bringup", image, "--json", "--ignore-device-path"]);
+        assert_eq!(output.status.code(), Some(0), "{name}: {}", stderr(&output));
+        let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+        let expected = &manifest["expected_entries_after_recovery"];
+        assert_eq!(&report["counts"]["kept"], expected, "{name}");
+        assert_eq!(&report["index_len"], expected, "{name}");
+        let settings = &report["settings"];
+        assert_eq!(settings["layout_source"], "device", "{name}");
+        assert_eq!(settings["layout_mirror"], 0, "{name}");
+        assert_eq!(settings["direct"], true, "{name}: O_DIRECT is the default");
+        assert_eq!(settings["window"], 256, "{name}");
+
+        let output = rbio(&[
+            "inspect",
+            image,
+            "--json",
+            "--ignore-device-path",
+            "--buffered",
+        ]);
+        assert_eq!(output.status.code(), Some(0), "{name}: {}", stderr(&output));
+        let inspection: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+        assert_eq!(inspection["layout_source"], "device", "{name}");
+    }
+    let (_dir, image, _) = unpack_fixture("c1000");
+    let image = image.to_str().unwrap();
+    let mut args = vec![
+        "bringup",
+        image,
+        "--json",
+        "--ignore-device-path",
+        "--buffered",
+    ];
+    args.extend(FIXTURE_LAYOUT);
+    let output = rbio(&args);
+    let report: Value = serde_json::from_slice(&output.stdout).expect("one JSON object");
+    assert_eq!(report["settings"]["layout_source"], "configured");
+    assert_eq!(report["settings"]["direct"], false, "--buffered");
+    // A geometry flag wins, and a checkpoint contradicting it is ignored as before.
+    let mut args = vec![
+        "bringup",
+        image,
+        "--ignore-device-path",
+        "--slot-bytes",
+        "1MiB",
+    ];
+    args.extend(["--meta-total-bytes", "4MiB"]);
+    let output = rbio(&args);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(stdout(&output).contains("slot_bytes 65536 in checkpoint, 1048576 configured"));
+}
+
+#[test]
+fn a_misconfigured_read_stops_bringup_with_exit_2_and_one_line() {
+    // A 256-byte block_align is a valid layout, but O_DIRECT needs at least 512: rbio refuses
+    // the first read itself, a configuration error rather than an unreadable mirror.
+    let (_dir, image, _) = unpack_fixture("c1000");
+    let image = image.to_str().unwrap();
+    let mut args = vec![
+        "bringup",
+        image,
+        "--ignore-device-path",
+        "--block-align",
+        "256",
+    ];
+    args.extend(["--header-bytes", "256"]);
+    args.extend(FIXTURE_LAYOUT);
+    let output = rbio(&args);
+    if stderr(&output).contains("O_DIRECT refused") {
+        return; // this file system reads through the page cache: nothing is misaligned
+    }
+    assert_one_line_failure(&output, 2, "configuration error, nothing recovered");
+    assert!(
+        stderr(&output).contains("--buffered"),
+        "{}",
+        stderr(&output)
+    );
+    args.push("--buffered");
+    let output = rbio(&args);
+    assert_ne!(output.status.code(), Some(2), "{}", stderr(&output));
+}
+
+#[test]
+fn a_device_without_a_checkpoint_asks_for_the_layout_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.img");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(512 << 20)
+        .unwrap();
+    let output = rbio(&["bringup", blank.to_str().unwrap()]);
+    assert_one_line_failure(&output, 2, "give the layout flags");
+}
+
+#[test]
 fn bringup_of_the_lmcache_fixture_reports_its_manifest_as_json() {
     let (_dir, image, manifest) = unpack_fixture("c1000");
     let image = image.to_str().unwrap();
@@ -196,12 +295,17 @@ fn bad_devices_give_one_line_and_exit_2() {
     let output = rbio(&["bringup", missing.to_str().unwrap()]);
     assert_one_line_failure(&output, 2, "no such file");
 
+    // Without layout flags the layout is read from the device, which records none here.
     let output = rbio(&["bringup", "/dev/null"]);
+    assert_one_line_failure(&output, 2, "no checkpoint on the device records its layout");
+    let output = rbio(&["bringup", "/dev/null", "--slot-bytes", "1MiB"]);
     assert_one_line_failure(&output, 2, "layout does not fit");
 
     let small = dir.path().join("small.img");
     std::fs::write(&small, vec![0u8; 1 << 20]).unwrap();
     let output = rbio(&["bringup", small.to_str().unwrap()]);
+    assert_one_line_failure(&output, 2, "past the end of the device (1048576 bytes)");
+    let output = rbio(&["bringup", small.to_str().unwrap(), "--slot-bytes", "1MiB"]);
     assert_one_line_failure(&output, 2, "layout does not fit");
 
     let output = rbio(&["inspect", small.to_str().unwrap(), "--block-align", "3000"]);

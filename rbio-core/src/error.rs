@@ -27,6 +27,18 @@ impl Errno {
     pub const ECANCELED: Errno = Errno(libc::ECANCELED);
     /// Operation not supported by this file or device.
     pub const EOPNOTSUPP: Errno = Errno(libc::EOPNOTSUPP);
+    /// Function not implemented (by this kernel or driver).
+    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
+    /// Bad file descriptor (for example not open for this kind of access).
+    pub const EBADF: Errno = Errno(libc::EBADF);
+    /// Bad address: the kernel could not reach the buffer.
+    pub const EFAULT: Errno = Errno(libc::EFAULT);
+    /// No data available (some drivers' answer for an unreadable sector).
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
+    /// Illegal byte sequence (some drivers' answer for a checksum failure).
+    pub const EILSEQ: Errno = Errno(libc::EILSEQ);
+    /// Timer expired (the driver gave up on the device).
+    pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
 
     /// The errno left by the last failed libc call on this thread.
     pub fn last() -> Errno {
@@ -158,7 +170,80 @@ pub enum IoError {
     },
 }
 
+/// What a failed operation says about the device, for a reader deciding what to do next.
+///
+/// Errors are sorted once, here: [`IoError::class`] is the only place that knows which codes
+/// are which.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request was refused for how it was made (alignment, operation, descriptor, buffer,
+    /// NVMe field or range), not for what the device holds: every similar request will fail
+    /// the same way, so a reader stops and says how to fix the configuration.
+    Configuration {
+        /// The usual fix, in a few words.
+        fix: &'static str,
+    },
+    /// The device answered about this range: its data cannot be had (EIO, a media error, a
+    /// short transfer). Other ranges may still read.
+    DeviceAnswer,
+    /// The device did not answer (timeout, cancellation): nothing is known about the data.
+    NoAnswer,
+}
+
+/// The fix for a request refused for its alignment.
+const FIX_ALIGNMENT: &str = "the device refuses this alignment: check --block-align and \
+     --header-bytes against its logical block size, or read with --buffered";
+/// The fix for an operation the engine or device does not support.
+const FIX_ENGINE: &str = "the engine or device does not support this operation: choose \
+     another --engine";
+/// The fix for a descriptor opened the wrong way.
+const FIX_DESCRIPTOR: &str =
+    "the device is not open for this kind of access: open it again or choose another --engine";
+/// The fix for a buffer the kernel refused: rbio's own fault.
+const FIX_BUFFER: &str = "the kernel refused rbio's buffer: a bug in rbio, please report it";
+/// The fix for an NVMe command that names blocks or fields the namespace does not have.
+const FIX_NVME_FORMAT: &str = "the namespace does not have the blocks or format the layout \
+     names: check the layout flags against the namespace's size and LBA format";
+
+impl ErrorClass {
+    /// Whether the error is a configuration error.
+    pub fn is_configuration(self) -> bool {
+        matches!(self, ErrorClass::Configuration { .. })
+    }
+}
+
 impl IoError {
+    /// Sorts the error: a configuration error (EINVAL, EOPNOTSUPP, ENOSYS, EBADF, EFAULT, a
+    /// misaligned request or a buffer mismatch caught by rbio, an unsupported operation, NVMe
+    /// "invalid field" or "LBA out of range"), no answer (a timeout, a cancellation), or else
+    /// a device answer (EIO, ENODATA, EILSEQ, ETIMEDOUT, EAGAIN after its retries, NVMe media
+    /// and data-integrity statuses, a short transfer, a range past the device's end, any code
+    /// not named here).
+    pub fn class(&self) -> ErrorClass {
+        let fix = match self {
+            IoError::TimedOut { .. } | IoError::Canceled => return ErrorClass::NoAnswer,
+            IoError::Os(errno) => match *errno {
+                Errno::EINVAL => FIX_ALIGNMENT,
+                Errno::EOPNOTSUPP | Errno::ENOSYS => FIX_ENGINE,
+                Errno::EBADF => FIX_DESCRIPTOR,
+                Errno::EFAULT => FIX_BUFFER,
+                _ => return ErrorClass::DeviceAnswer,
+            },
+            IoError::Nvme(status) => match (status.sct, status.sc) {
+                NvmeStatus::INVALID_FIELD | NvmeStatus::LBA_OUT_OF_RANGE => FIX_NVME_FORMAT,
+                _ => return ErrorClass::DeviceAnswer,
+            },
+            IoError::Misaligned { .. } => FIX_ALIGNMENT,
+            IoError::BufferLength { .. } => FIX_BUFFER,
+            IoError::Unsupported { .. } => FIX_ENGINE,
+            IoError::ShortTransfer { .. } | IoError::OutOfRange { .. } => {
+                return ErrorClass::DeviceAnswer
+            }
+        };
+        ErrorClass::Configuration { fix }
+    }
+
     /// Whether the same operation, submitted again, may succeed: `EINTR`, `EAGAIN`, `EBUSY`.
     pub fn is_transient(&self) -> bool {
         matches!(self, IoError::Os(errno) if errno.is_transient())
@@ -297,6 +382,54 @@ mod tests {
         assert!(IoError::Os(Errno::EBUSY).is_transient());
         assert!(!IoError::Os(Errno::EIO).is_transient());
         assert!(!IoError::Canceled.is_transient());
+    }
+
+    #[test]
+    fn errors_sort_into_configuration_answer_and_silence() {
+        let nvme = |(sct, sc): (u8, u8)| IoError::Nvme(NvmeStatus { sct, sc, dnr: true });
+        let configuration = [
+            IoError::Os(Errno::EINVAL),
+            IoError::Os(Errno::EOPNOTSUPP),
+            IoError::Os(Errno::ENOSYS),
+            IoError::Os(Errno::EBADF),
+            IoError::Os(Errno::EFAULT),
+            IoError::Misaligned { align_bytes: 4096 },
+            IoError::BufferLength {
+                buffer_bytes: 0,
+                len_bytes: 4096,
+            },
+            IoError::Unsupported { what: "flush" },
+            nvme(NvmeStatus::INVALID_FIELD),
+            nvme(NvmeStatus::LBA_OUT_OF_RANGE),
+        ];
+        for error in configuration {
+            assert!(error.class().is_configuration(), "{error:?}");
+        }
+        let answers = [
+            IoError::Os(Errno::EIO),
+            IoError::Os(Errno::ENODATA),
+            IoError::Os(Errno::EILSEQ),
+            IoError::Os(Errno::ETIMEDOUT),
+            IoError::Os(Errno::EAGAIN),
+            IoError::Os(Errno(9999)),
+            nvme(NvmeStatus::UNRECOVERED_READ_ERROR),
+            nvme(NvmeStatus::DATA_TRANSFER_ERROR),
+            nvme((2, 0x85)),
+            IoError::ShortTransfer {
+                done_bytes: 512,
+                len_bytes: 4096,
+            },
+            IoError::OutOfRange {
+                size_bytes: 1 << 20,
+            },
+        ];
+        for error in answers {
+            assert_eq!(error.class(), ErrorClass::DeviceAnswer, "{error:?}");
+        }
+        let timeout = Duration::from_millis(500);
+        for error in [IoError::TimedOut { timeout }, IoError::Canceled] {
+            assert_eq!(error.class(), ErrorClass::NoAnswer, "{error:?}");
+        }
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub use completion::{Completion, OpError};
 pub use device::{Device, DeviceKind, DeviceOptions};
 pub use driver::{OpSpec, Stream, StreamError, StreamStats, STALL_TIMEOUT_DEFAULT};
 pub use engine::{Capabilities, Engine, Wait};
-pub use error::{Errno, IoError, NvmeStatus, OpenError};
+pub use error::{Errno, ErrorClass, IoError, NvmeStatus, OpenError};
 pub use fault::{Fault, FaultCounts, FaultPlan, FaultTarget, FaultyEngine};
 pub use op::{Op, OpInfo, OpKind};
 pub use ready::{poll_readable, Readiness, ReadinessSet};

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use rbio_core::{BufferPool, Device, Engine, PAGE_BYTES};
 use serde_json::{json, Value};
 
-use crate::bringup::{select, BringupError, MirrorStatus, MirrorVerdict};
+use crate::bringup::{compared_path, select, BringupError, MirrorStatus, MirrorVerdict};
 use crate::format::{Checkpoint, CheckpointHead, DevicePathPolicy, Geometry, Layout};
-use crate::report::{CheckpointIgnored, ChosenCheckpoint};
+use crate::report::{CheckpointIgnored, ChosenCheckpoint, LayoutSource};
 
 /// Bytes per payload read while inspecting.
 const PAYLOAD_CHUNK_BYTES: usize = 1 << 20;
@@ -29,6 +29,8 @@ pub struct InspectOptions {
     pub device_path_policy: DevicePathPolicy,
     /// List every entry of the chosen checkpoint, not only the counts.
     pub list_entries: bool,
+    /// Where `layout` came from, for the inspection.
+    pub layout_source: LayoutSource,
 }
 
 /// One entry of the chosen checkpoint, as recorded (no slot header was read).
@@ -51,6 +53,8 @@ pub struct InspectedEntry {
 pub struct Inspection {
     /// The geometry the layout gives the device.
     pub geometry: Geometry,
+    /// Where the layout came from.
+    pub layout_source: LayoutSource,
     /// Both mirrors, each with its payload verified when its header was valid.
     pub mirrors: Vec<MirrorStatus>,
     /// The checkpoint bringup would choose, `None` when no mirror is valid.
@@ -88,6 +92,7 @@ pub fn inspect(
     let selection = select(engine, &pool, layout, &geometry, true)?;
     let mut inspection = Inspection {
         geometry,
+        layout_source: options.layout_source,
         mirrors: selection.mirrors,
         checkpoint: None,
         head: None,
@@ -122,6 +127,8 @@ fn summarise(
         .configured_device_path
         .clone()
         .unwrap_or_else(|| device.path().to_string_lossy().into_owned());
+    let recorded = checkpoint.head.device_path.as_deref().unwrap_or_default();
+    let configured = compared_path(recorded, configured, options.device_path_policy);
     let geometry = &inspection.geometry;
     if let Err(rejection) = checkpoint.check_against(
         &options.layout,
@@ -155,6 +162,7 @@ impl Inspection {
     pub fn to_json(&self) -> Value {
         let g = &self.geometry;
         json!({
+            "layout_source": self.layout_source.name(),
             "geometry": {
                 "capacity_bytes": g.capacity_bytes(),
                 "mirror_bytes": g.mirror_bytes(),

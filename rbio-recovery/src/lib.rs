@@ -17,8 +17,9 @@ pub mod testing;
 mod writer;
 
 pub use bringup::{
-    open_device, peak_rss_bytes, Bringup, BringupError, BringupOptions, IndexEntry, MirrorStatus,
-    MirrorVerdict, Phase, Progress, Recovered, FREE_SLOTS_MAX,
+    open_device, peak_rss_bytes, read_layout, Bringup, BringupError, BringupOptions, FoundLayout,
+    IndexEntry, LayoutAttempt, LayoutMiss, MirrorStatus, MirrorVerdict, Phase, Progress, Recovered,
+    FREE_SLOTS_MAX,
 };
 pub use format::{
     crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,
@@ -36,8 +37,8 @@ pub use prepare::{
     PrepareSpec, Prepared, SlotPlacement,
 };
 pub use report::{
-    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, PhaseTimes,
-    RejectReason, Report, StaleReason,
+    CheckpointIgnored, ChosenCheckpoint, Counts, EntryOutcome, EntryState, LayoutSource,
+    PhaseTimes, RejectReason, Report, Settings, StaleReason, Warning,
 };
 pub use writer::{
     payload_byte, BlockWrite, DeviceWriter, PayloadPattern, PayloadSpec, SlotWrite, WriteError,

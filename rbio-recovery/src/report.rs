@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rbio_core::IoError;
+use rbio_core::{IoError, OpError};
 use serde_json::{json, Value};
 
 use crate::bringup::{MirrorStatus, MirrorVerdict};
@@ -296,6 +296,159 @@ impl fmt::Display for CheckpointIgnored {
     }
 }
 
+/// Something a person should know about a bringup that did not stop it.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Warning {
+    /// The checkpoint names another device; the path check was turned off, so it was used.
+    DevicePathIgnored {
+        /// The path in the checkpoint.
+        recorded: String,
+        /// The path configured (or opened).
+        configured: String,
+    },
+    /// The checkpoint names the device under another name that resolves to it.
+    DevicePathAlias {
+        /// The path in the checkpoint.
+        recorded: String,
+        /// The path configured (or opened).
+        configured: String,
+    },
+    /// A mirror could not be read: a newer checkpoint may have been there.
+    MirrorUnreadable {
+        /// Mirror 0 or 1.
+        mirror_index: usize,
+        /// What the read returned.
+        error: OpError,
+    },
+    /// Kept entries own slots at or past the checkpoint's `next_slot`, which was raised past
+    /// them so that LMCache never hands those slots out again.
+    NextSlotRaised {
+        /// `next_slot` in the checkpoint.
+        next_slot: u64,
+        /// The highest slot a kept entry owns.
+        highest_owned: u64,
+    },
+}
+
+impl Warning {
+    /// A stable short name for JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Warning::DevicePathIgnored { .. } => "device_path_ignored",
+            Warning::DevicePathAlias { .. } => "device_path_alias",
+            Warning::MirrorUnreadable { .. } => "mirror_unreadable",
+            Warning::NextSlotRaised { .. } => "next_slot_raised",
+        }
+    }
+
+    /// `{"kind": ..., "message": ...}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "kind": self.kind(), "message": self.to_string() })
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::DevicePathIgnored {
+                recorded,
+                configured,
+            } => write!(
+                f,
+                "checkpoint was written for {recorded}, device is {configured}: path check \
+                 ignored as asked"
+            ),
+            Warning::DevicePathAlias {
+                recorded,
+                configured,
+            } => write!(
+                f,
+                "checkpoint was written for {recorded}, the same device as {configured}"
+            ),
+            Warning::MirrorUnreadable {
+                mirror_index,
+                error,
+            } => write!(
+                f,
+                "mirror {mirror_index} unreadable ({error}): a newer checkpoint may have been there"
+            ),
+            Warning::NextSlotRaised {
+                next_slot,
+                highest_owned,
+            } => write!(
+                f,
+                "kept entries own slots up to {highest_owned}, at or past the checkpoint's \
+                 next_slot {next_slot}: next_slot raised to {}",
+                highest_owned + 1
+            ),
+        }
+    }
+}
+
+/// Where bringup's layout came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LayoutSource {
+    /// Given by the caller (layout flags, or LMCache's defaults).
+    #[default]
+    Configured,
+    /// Read from the checkpoint in this mirror on the device.
+    Device {
+        /// The mirror whose checkpoint recorded it.
+        mirror_index: usize,
+    },
+}
+
+/// The options a bringup ran with, as its report states them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Header reads in flight at once.
+    pub window_ops_max: usize,
+    /// The most operations the engine has with the device at once (the posix pool's
+    /// workers, the ring's window, 1 for the serial engine).
+    pub engine_in_flight_max: usize,
+    /// Whether the device was read with O_DIRECT, bypassing the page cache.
+    pub direct: bool,
+    /// Whether O_DIRECT was asked for and refused by the file or device, so reads went
+    /// through the page cache.
+    pub direct_refused: bool,
+    /// The per-operation timeout the engine was given, where the caller said.
+    // TODO(op_timeout): filled from `BringupOptions::op_timeout` once bringup carries one.
+    pub op_timeout: Option<Duration>,
+    /// Where the layout came from.
+    pub layout_source: LayoutSource,
+}
+
+impl LayoutSource {
+    /// "configured" or "device".
+    pub fn name(self) -> &'static str {
+        match self {
+            LayoutSource::Configured => "configured",
+            LayoutSource::Device { .. } => "device",
+        }
+    }
+}
+
+impl Settings {
+    /// The settings as JSON, with the engine's name.
+    fn to_json(self, engine: &str) -> Value {
+        let layout_mirror = match self.layout_source {
+            LayoutSource::Configured => None,
+            LayoutSource::Device { mirror_index } => Some(mirror_index),
+        };
+        json!({
+            "engine": engine,
+            "window": self.window_ops_max,
+            "engine_in_flight_max": self.engine_in_flight_max,
+            "direct": self.direct,
+            "direct_refused": self.direct_refused,
+            "op_timeout_secs": self.op_timeout.map(|timeout| timeout.as_secs_f64()),
+            "layout_source": self.layout_source.name(),
+            "layout_mirror": layout_mirror,
+        })
+    }
+}
+
 /// The checkpoint bringup used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChosenCheckpoint {
@@ -314,6 +467,8 @@ pub struct Report {
     pub device: String,
     /// The engine that read the device.
     pub engine: String,
+    /// The options in force.
+    pub settings: Settings,
     /// Both mirrors as found.
     pub mirrors: Vec<MirrorStatus>,
     /// The checkpoint used, `None` on an empty device.
@@ -331,7 +486,7 @@ pub struct Report {
     /// Peak bytes of header buffers in use during validation.
     pub header_buffer_bytes_max: u64,
     /// Warnings a person should see (for example an ignored device path).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 impl Report {
@@ -342,6 +497,7 @@ impl Report {
         json!({
             "device": self.device,
             "engine": self.engine,
+            "settings": self.settings.to_json(&self.engine),
             "verified": self.verified,
             "checkpoint": self.checkpoint.map(|chosen| json!({
                 "mirror": chosen.mirror_index,
@@ -379,7 +535,7 @@ impl Report {
                 "total": self.phases.total.as_secs_f64(),
             },
             "header_buffer_bytes_max": self.header_buffer_bytes_max,
-            "warnings": self.warnings,
+            "warnings": self.warnings.iter().map(Warning::to_json).collect::<Vec<_>>(),
             "entries": self.entries.iter().map(entry_json).collect::<Vec<_>>(),
         })
     }
@@ -428,6 +584,18 @@ impl fmt::Display for Report {
         }
         if let Some(ignored) = &self.ignored {
             writeln!(f, "checkpoint ignored: {ignored}")?;
+        }
+        if let LayoutSource::Device { mirror_index } = self.settings.layout_source {
+            writeln!(
+                f,
+                "layout: read from the checkpoint in mirror {mirror_index}"
+            )?;
+        }
+        if self.settings.direct_refused {
+            writeln!(
+                f,
+                "reads: O_DIRECT refused by the file system, through the page cache"
+            )?;
         }
         for warning in &self.warnings {
             writeln!(f, "warning: {warning}")?;

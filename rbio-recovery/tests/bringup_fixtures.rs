@@ -7,7 +7,8 @@ mod common;
 use std::collections::HashMap;
 
 use rbio_recovery::{
-    open_device, Bringup, BringupOptions, DevicePathPolicy, EntryState, Layout, StaleReason,
+    open_device, read_layout, Bringup, BringupError, BringupOptions, DevicePathPolicy, EntryState,
+    Layout, LayoutSource, StaleReason,
 };
 use serde_json::Value;
 
@@ -189,4 +190,79 @@ fn configured_device_path_matching_the_checkpoint_is_accepted_strictly() {
     let recovered = bringup.run(&mut engine, &mut |_| {}).unwrap();
     assert_eq!(recovered.index.len(), 985);
     assert!(recovered.report.warnings.is_empty());
+}
+
+#[test]
+fn the_layout_of_each_fixture_is_read_from_the_device() {
+    for name in ["c1000", "c2000kv"] {
+        let (_dir, image, manifest) = common::unpack_fixture(name);
+        for direct in [false, true] {
+            let device = open_device(&image, direct).unwrap();
+            let mut engine = rbio_core::SerialEngine::new(device.clone()).unwrap();
+            let found = read_layout(&device, &mut engine, &Layout::default()).unwrap();
+            let expected = Layout {
+                capacity_bytes: device.size_bytes(),
+                ..layout_of(&manifest)
+            };
+            assert_eq!(found.layout, expected, "{name}, direct={direct}");
+            assert_eq!(found.mirror_index, 0);
+            let options = BringupOptions {
+                layout: found.layout,
+                layout_source: LayoutSource::Device { mirror_index: 0 },
+                device_path_policy: DevicePathPolicy::Ignore,
+                report_all_entries: true,
+                ..BringupOptions::default()
+            };
+            let bringup = Bringup::new(device.clone(), options).unwrap();
+            let recovered = bringup.run(&mut engine, &mut |_| {}).unwrap();
+            check_against_manifest(name, &manifest, &recovered);
+        }
+    }
+}
+
+/// Overwrites `len_bytes` at `offset_bytes` of `image` with zeroes.
+fn zero(image: &std::path::Path, offset_bytes: u64, len_bytes: usize) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().write(true).open(image).unwrap();
+    file.write_all_at(&vec![0; len_bytes], offset_bytes)
+        .unwrap();
+}
+
+#[test]
+fn a_blank_mirror_0_leaves_mirror_1_at_the_default_place_or_asks_for_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("default-meta.img");
+    let layout = Layout {
+        slot_bytes: 64 << 10,
+        ..Layout::default()
+    };
+    let spec = rbio_recovery::PrepareSpec::new(layout.clone(), 30);
+    let file = std::fs::File::create(&image).unwrap();
+    file.set_len(spec.required_device_bytes()).unwrap();
+    let device = std::sync::Arc::new(
+        rbio_core::Device::options()
+            .write(true)
+            .open(&image)
+            .unwrap(),
+    );
+    let mut engine = rbio_core::SerialEngine::new(device.clone()).unwrap();
+    rbio_recovery::prepare(&device, &mut engine, &spec, &mut |_, _| {}).unwrap();
+    zero(&image, 0, 4096);
+
+    let device = open_device(&image, false).unwrap();
+    let mut engine = rbio_core::SerialEngine::new(device.clone()).unwrap();
+    let found = read_layout(&device, &mut engine, &Layout::default()).unwrap();
+    assert_eq!(found.mirror_index, 1);
+    assert_eq!(found.layout.slot_bytes, 64 << 10);
+    assert_eq!(found.layout.meta_total_bytes, 256 << 20);
+
+    zero(&image, 128 << 20, 4096);
+    let error = read_layout(&device, &mut engine, &Layout::default()).unwrap_err();
+    let line = error.to_string();
+    assert!(
+        matches!(error, BringupError::LayoutNotRecorded { ref attempts } if attempts.len() == 2),
+        "{line}"
+    );
+    assert!(line.contains("--slot-bytes"), "{line}");
+    assert!(line.contains("mirror 1 at 134217728"), "{line}");
 }

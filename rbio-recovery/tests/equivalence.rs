@@ -212,6 +212,7 @@ fn bring_up(
     report.engine.clear();
     report.phases = Default::default();
     report.header_buffer_bytes_max = 0;
+    report.settings.engine_in_flight_max = 0;
     Ok(recovered)
 }
 

@@ -69,6 +69,7 @@ fn comparable(mut recovered: Recovered) -> Recovered {
     recovered.report.engine.clear();
     recovered.report.phases = Default::default();
     recovered.report.header_buffer_bytes_max = 0;
+    recovered.report.settings.engine_in_flight_max = 0;
     recovered
 }
 

@@ -35,6 +35,7 @@ pub struct Device {
     dio_mem_align_bytes: u32,
     dio_offset_align_bytes: u32,
     direct: bool,
+    direct_refused: bool,
     writable: bool,
 }
 
@@ -43,6 +44,7 @@ pub struct Device {
 pub struct DeviceOptions {
     write: bool,
     direct: bool,
+    direct_fallback: bool,
 }
 
 impl DeviceOptions {
@@ -58,12 +60,51 @@ impl DeviceOptions {
         self
     }
 
+    /// Opens with `O_DIRECT` where the file or device takes it, else through the page cache.
+    ///
+    /// The probe opens with `O_DIRECT` and reads the first block: where either is refused
+    /// with `EINVAL` (some FUSE and network file systems, tmpfs before Linux 6.6), the device
+    /// is opened again without it and [`Device::direct_refused`] says so. A character device
+    /// (the NVMe generic device) has no page cache to bypass and opens without it.
+    pub fn direct_if_supported(mut self) -> Self {
+        self.direct = true;
+        self.direct_fallback = true;
+        self
+    }
+
     /// Opens `path`.
     ///
     /// # Errors
     /// An [`OpenError`] naming the path and the step that failed.
     pub fn open(&self, path: impl AsRef<Path>) -> Result<Device, OpenError> {
         let path = path.as_ref();
+        if !self.direct_fallback {
+            return self.open_as_asked(path);
+        }
+        let buffered = DeviceOptions {
+            direct: false,
+            direct_fallback: false,
+            ..self.clone()
+        };
+        if kind_of(path)? == DeviceKind::Char {
+            // No page cache stands between a character device and its reader.
+            return buffered.open_as_asked(path);
+        }
+        let refused = |device: Device| Device {
+            direct_refused: true,
+            ..device
+        };
+        match self.open_as_asked(path) {
+            Err(OpenError::DirectUnsupported { .. }) => buffered.open_as_asked(path).map(refused),
+            Ok(device) if !device.direct_read_works() => {
+                drop(device);
+                buffered.open_as_asked(path).map(refused)
+            }
+            other => other,
+        }
+    }
+
+    fn open_as_asked(&self, path: &Path) -> Result<Device, OpenError> {
         let kind = kind_of(path)?;
         let file = OpenOptions::new()
             .read(true)
@@ -97,6 +138,7 @@ impl DeviceOptions {
             dio_mem_align_bytes,
             dio_offset_align_bytes,
             direct: self.direct,
+            direct_refused: false,
             writable: self.write,
         })
     }
@@ -197,6 +239,36 @@ impl Device {
     /// Whether it was opened with O_DIRECT.
     pub fn is_direct(&self) -> bool {
         self.direct
+    }
+
+    /// Whether O_DIRECT was asked for with [`DeviceOptions::direct_if_supported`] and refused,
+    /// so the device reads through the page cache.
+    pub fn direct_refused(&self) -> bool {
+        self.direct_refused
+    }
+
+    /// Whether a direct read of the first block goes through: `false` only when it is refused
+    /// with `EINVAL` (a device error or an empty device says nothing against O_DIRECT).
+    fn direct_read_works(&self) -> bool {
+        let (mem_align_bytes, offset_align_bytes) = self.dio_align_bytes();
+        let len_bytes = (offset_align_bytes.max(self.logical_block_bytes) as usize).max(512);
+        if self.size_bytes < len_bytes as u64 {
+            return true;
+        }
+        let align_bytes = (mem_align_bytes as usize).max(len_bytes);
+        let Ok(mut buffer) = Buffer::new_aligned(len_bytes, align_bytes) else {
+            return true;
+        };
+        let info = OpInfo {
+            kind: OpKind::Read,
+            tag: 0,
+            offset_bytes: 0,
+            len_bytes,
+        };
+        !matches!(
+            crate::blocking::transfer(self, &info, Some(&mut buffer)),
+            Err(IoError::Os(errno)) if errno == crate::error::Errno::EINVAL
+        )
     }
 
     /// Whether it was opened for writing.
@@ -305,6 +377,46 @@ mod tests {
         assert!(!device.is_writable());
         assert!(!device.is_direct());
         assert_eq!(device.align_bytes(), 1);
+    }
+
+    #[test]
+    fn direct_where_supported_is_direct_on_a_disk_file() {
+        let file = image(1 << 20);
+        let device = Device::options()
+            .direct_if_supported()
+            .open(file.path())
+            .unwrap();
+        // Whether this file system takes O_DIRECT decides which of the two holds.
+        let strict = Device::options().direct(true).open(file.path());
+        match strict {
+            Ok(_) => assert!(device.is_direct() && !device.direct_refused()),
+            Err(OpenError::DirectUnsupported { .. }) => {
+                assert!(!device.is_direct() && device.direct_refused())
+            }
+            Err(error) => panic!("{error}"),
+        }
+        assert!(!Device::open(file.path()).unwrap().direct_refused());
+    }
+
+    #[test]
+    fn direct_refused_at_open_falls_back_to_the_page_cache() {
+        // procfs refuses O_DIRECT at open with EINVAL, like some FUSE and network file systems.
+        let path = Path::new("/proc/version");
+        let strict = Device::options().direct(true).open(path).unwrap_err();
+        assert!(
+            matches!(strict, OpenError::DirectUnsupported { .. }),
+            "{strict}"
+        );
+        let device = Device::options().direct_if_supported().open(path).unwrap();
+        assert!(!device.is_direct());
+        assert!(device.direct_refused());
+
+        let null = Device::options().direct_if_supported().open("/dev/null");
+        let null = null.unwrap();
+        assert!(
+            !null.is_direct() && !null.direct_refused(),
+            "no page cache there"
+        );
     }
 
     #[test]

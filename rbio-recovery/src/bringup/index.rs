@@ -3,7 +3,7 @@
 
 use super::{BringupError, IndexEntry, Recovered};
 use crate::format::{CheckpointEntry, Geometry};
-use crate::report::{EntryOutcome, EntryState, Report};
+use crate::report::{EntryOutcome, EntryState, Report, Warning};
 
 /// What building the index needs besides the entries.
 pub(super) struct Inputs<'g> {
@@ -65,11 +65,10 @@ pub(super) fn build(
 fn next_slot_past(next_slot: u64, owned_slots: &[u64], report: &mut Report) -> u64 {
     match owned_slots.last() {
         Some(&highest) if highest >= next_slot => {
-            report.warnings.push(format!(
-                "kept entries own slots up to {highest}, at or past the checkpoint's next_slot \
-                 {next_slot}: next_slot raised to {}",
-                highest + 1
-            ));
+            report.warnings.push(Warning::NextSlotRaised {
+                next_slot,
+                highest_owned: highest,
+            });
             highest + 1
         }
         _ => next_slot,

@@ -4,7 +4,9 @@
 //! The validation loop is written once and fed by whatever engine the caller chose.
 
 mod apply;
+mod device_path;
 mod index;
+mod layout_read;
 mod parse;
 mod read;
 mod select;
@@ -16,18 +18,25 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rbio_core::{BufferPool, Device, Engine, PoolError, StreamError, PAGE_BYTES};
+use rbio_core::{
+    BufferPool, Device, Engine, ErrorClass, OpError, PoolError, StreamError, PAGE_BYTES,
+};
 
+pub(crate) use device_path::compared_path;
 pub use index::FREE_SLOTS_MAX;
+pub use layout_read::{read_layout, FoundLayout, LayoutAttempt, LayoutMiss};
 pub use select::{MirrorStatus, MirrorVerdict};
 // For `inspect`, which verifies both mirrors with the same selection code.
 pub(crate) use select::select;
 
 use crate::format::{
-    Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter, DevicePathPolicy, EntryFields,
-    FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
+    ApplyRejection, Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter,
+    DevicePathPolicy, EntryFields, FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
 };
-use crate::report::{CheckpointIgnored, ChosenCheckpoint, Counts, PhaseTimes, Report};
+use crate::report::{
+    CheckpointIgnored, ChosenCheckpoint, Counts, LayoutSource, PhaseTimes, Report, Settings,
+    Warning,
+};
 
 /// How to bring a device up.
 #[derive(Clone, Debug)]
@@ -37,8 +46,9 @@ pub struct BringupOptions {
     /// The path the checkpoint's `device_path` must equal; `None`: the path the device was
     /// opened under.
     pub configured_device_path: Option<String>,
-    /// Whether a different recorded `device_path` ignores the checkpoint (LMCache) or only
-    /// warns (an image copied elsewhere).
+    /// Whether a recorded `device_path` naming another device ignores the checkpoint (the
+    /// default, comparing devices; LMCache compares strings) or only warns (an image copied
+    /// elsewhere).
     pub device_path_policy: DevicePathPolicy,
     /// Read and check every kept entry's slot header (LMCache's `meta_verify_on_load`).
     pub verify: bool,
@@ -48,6 +58,8 @@ pub struct BringupOptions {
     pub window_ops_max: usize,
     /// List every entry in the report, not only those that were not simply kept.
     pub report_all_entries: bool,
+    /// Where `layout` came from, for the report.
+    pub layout_source: LayoutSource,
 }
 
 impl Default for BringupOptions {
@@ -55,11 +67,12 @@ impl Default for BringupOptions {
         BringupOptions {
             layout: Layout::default(),
             configured_device_path: None,
-            device_path_policy: DevicePathPolicy::Strict,
+            device_path_policy: DevicePathPolicy::SameDevice,
             verify: true,
             keep_unreadable: true,
             window_ops_max: 256,
             report_all_entries: false,
+            layout_source: LayoutSource::Configured,
         }
     }
 }
@@ -84,8 +97,11 @@ pub struct Progress {
     pub phase: Phase,
     /// Units done (slots, for validation).
     pub done: u64,
-    /// Units in all.
+    /// Units in all; while the checkpoint is still being parsed, an estimate.
     pub total: u64,
+    /// Whether `total` is an estimate (validation's, from the share of the payload parsed so
+    /// far) rather than a count.
+    pub total_is_estimate: bool,
 }
 
 /// Why bringup could not produce an index.
@@ -98,12 +114,21 @@ pub enum BringupError {
     Pool(PoolError),
     /// The engine stopped answering.
     Engine(StreamError),
+    /// A read was refused for how it was made, not for what the device holds (see
+    /// [`rbio_core::ErrorClass::Configuration`]): every read would fail alike, so bringup
+    /// stops and recovers nothing.
+    Configuration(OpError),
     /// The checkpoint's `next_slot` would make a free list larger than [`FREE_SLOTS_MAX`].
     TooManySlots {
         /// `next_slot` as recovered.
         next_slot: u64,
         /// The most slots a free list may hold.
         limit: u64,
+    },
+    /// No layout flag was given and no checkpoint on the device records a layout.
+    LayoutNotRecorded {
+        /// Each mirror tried, and why it gave none.
+        attempts: Vec<LayoutAttempt>,
     },
     /// No checkpoint could be accepted and at least one mirror could not be read: starting
     /// empty would discard entries the device never answered about.
@@ -119,10 +144,33 @@ impl fmt::Display for BringupError {
             BringupError::Layout(error) => write!(f, "layout does not fit the device: {error}"),
             BringupError::Pool(error) => write!(f, "buffer pool: {error}"),
             BringupError::Engine(error) => write!(f, "{error}"),
+            BringupError::Configuration(error) => {
+                write!(f, "configuration error, nothing recovered: {error}")?;
+                if let ErrorClass::Configuration { fix } = error.error.class() {
+                    write!(f, " ({fix})")?;
+                }
+                Ok(())
+            }
             BringupError::TooManySlots { next_slot, limit } => write!(
                 f,
                 "next_slot {next_slot} leaves more than {limit} free slots to list"
             ),
+            BringupError::LayoutNotRecorded { attempts } => {
+                write!(f, "no checkpoint on the device records its layout (")?;
+                for (i, attempt) in attempts.iter().enumerate() {
+                    let separator = if i == 0 { "" } else { "; " };
+                    write!(
+                        f,
+                        "{separator}mirror {} at {}: {}",
+                        attempt.mirror_index, attempt.offset_bytes, attempt.miss
+                    )?;
+                }
+                write!(
+                    f,
+                    "): give the layout flags (--block-align, --header-bytes, --slot-bytes, \
+                     --meta-total-bytes)"
+                )
+            }
             BringupError::CheckpointUnreadable { mirrors } => {
                 write!(f, "no checkpoint could be read:")?;
                 for mirror in mirrors {
@@ -140,7 +188,10 @@ impl std::error::Error for BringupError {
             BringupError::Layout(error) => Some(error),
             BringupError::Pool(error) => Some(error),
             BringupError::Engine(error) => Some(error),
-            BringupError::TooManySlots { .. } | BringupError::CheckpointUnreadable { .. } => None,
+            BringupError::Configuration(error) => Some(error),
+            BringupError::TooManySlots { .. }
+            | BringupError::LayoutNotRecorded { .. }
+            | BringupError::CheckpointUnreadable { .. } => None,
         }
     }
 }
@@ -288,6 +339,7 @@ impl Bringup {
             phase: Phase::Select,
             done: 1,
             total: 1,
+            total_is_estimate: false,
         });
         let Some((mirror_index, header, payload)) = selection.chosen else {
             let unreadable = |m: &MirrorStatus| matches!(m.verdict, MirrorVerdict::Unreadable(_));
@@ -326,15 +378,18 @@ impl Bringup {
             verify: self.options.verify,
         };
         let validate_started = Instant::now();
+        let rules = |head: &CheckpointHead<'_>| self.whole_checkpoint_rules(head);
+        let parse_progress = parse::ParseProgress::default();
         let (parsed, ledger) = std::thread::scope(|scope| {
             let (sender, receiver) =
                 mpsc::sync_channel::<Vec<CheckpointEntry<'_>>>(parse::PARSE_BATCHES_QUEUED);
-            let parser = scope.spawn(move || parse::parse_in_batches(payload, sender));
+            let parser =
+                scope.spawn(|| parse::parse_in_batches(payload, &rules, &parse_progress, sender));
             let ledger = validation.run(
                 engine,
                 &self.header_pool,
                 receiver.into_iter().flatten(),
-                progress,
+                &mut |reported| progress(parse_progress.estimated(reported, payload.len())),
             );
             let parsed = parser
                 .join()
@@ -342,9 +397,24 @@ impl Bringup {
             (parsed, ledger)
         });
         let mut ledger = ledger.map_err(BringupError::Engine)?;
-        if parsed.0.restarted {
-            // Rare: the payload repeats `entries`; only the last counts, so validate again
-            // from a sequential parse of the whole payload.
+        let (parse::ParsedHead { head, revalidate }, parse_time) = parsed;
+        let head = match head {
+            Ok(head) => head,
+            Err(error) => {
+                report.phases.parse = parse_time;
+                report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
+                return Ok(self.finish_empty(report, started));
+            }
+        };
+        if let Err(rejection) = self.whole_checkpoint_rules(&head) {
+            report.phases.parse = parse_time;
+            report.ignored = Some(CheckpointIgnored::Apply(rejection));
+            return Ok(self.finish_empty(report, started));
+        }
+        if revalidate {
+            // Rare: the payload repeats `entries` (only the last counts), or a field after
+            // `entries` overturned the verdict on the head before it: validate again from a
+            // sequential parse of the whole payload.
             let entries = Checkpoint::parse(payload)
                 .map(|c| c.entries)
                 .unwrap_or_default();
@@ -352,42 +422,26 @@ impl Bringup {
                 .run(engine, &self.header_pool, entries.into_iter(), progress)
                 .map_err(BringupError::Engine)?;
         }
+        if let Some(error) = ledger.configuration.take() {
+            return Err(BringupError::Configuration(error));
+        }
         report.phases.validate = validate_started.elapsed();
         report.header_buffer_bytes_max =
             (self.header_pool.taken_max() * self.header_pool.buffer_bytes()) as u64;
-        let (parse::ParsedHead { head, .. }, parse_time) = parsed;
         report.phases.parse = parse_time;
         progress(Progress {
             phase: Phase::Parse,
             done: 1,
             total: 1,
+            total_is_estimate: false,
         });
 
         let apply_started = Instant::now();
-        let head = match head {
-            Ok(head) => head,
-            Err(error) => {
-                report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
-                return Ok(self.finish_empty(report, started));
-            }
-        };
         let checkpoint = Checkpoint {
             head,
             entries: Vec::new(),
         };
-        let configured = self.configured_device_path();
-        let policy = self.options.device_path_policy;
-        let whole = checkpoint.check_against(
-            &self.options.layout,
-            &self.geometry,
-            Some(&configured),
-            policy,
-        );
-        if let Err(rejection) = whole {
-            report.ignored = Some(CheckpointIgnored::Apply(rejection));
-            return Ok(self.finish_empty(report, started));
-        }
-        self.warn_device_path(&checkpoint, &configured, &mut report);
+        self.warn_device_path(&checkpoint, &mut report);
         let states = apply::resolve(
             &ledger.entries,
             ledger.pending,
@@ -399,6 +453,7 @@ impl Bringup {
             phase: Phase::Apply,
             done: 1,
             total: 1,
+            total_is_estimate: false,
         });
         let inputs = index::Inputs {
             geometry: &self.geometry,
@@ -414,6 +469,14 @@ impl Bringup {
         Report {
             device: self.device.path().display().to_string(),
             engine: engine.capabilities().name.to_string(),
+            settings: Settings {
+                window_ops_max: self.options.window_ops_max.max(1),
+                engine_in_flight_max: engine.capabilities().in_flight_max,
+                direct: self.device.is_direct(),
+                direct_refused: self.device.direct_refused(),
+                op_timeout: None,
+                layout_source: self.options.layout_source,
+            },
             mirrors: Vec::new(),
             checkpoint: None,
             ignored: None,
@@ -436,6 +499,23 @@ impl Bringup {
         }
     }
 
+    /// The whole-checkpoint rules under this bringup's layout and device path policy.
+    fn whole_checkpoint_rules(&self, head: &CheckpointHead<'_>) -> Result<(), ApplyRejection> {
+        let recorded = head.device_path.as_deref().unwrap_or_default();
+        let configured = device_path::compared_path(
+            recorded,
+            self.configured_device_path(),
+            self.options.device_path_policy,
+        );
+        let policy = self.options.device_path_policy;
+        head.check_against(
+            &self.options.layout,
+            &self.geometry,
+            Some(&configured),
+            policy,
+        )
+    }
+
     fn configured_device_path(&self) -> String {
         self.options
             .configured_device_path
@@ -443,22 +523,34 @@ impl Bringup {
             .unwrap_or_else(|| self.device.path().to_string_lossy().into_owned())
     }
 
-    fn warn_device_path(&self, checkpoint: &Checkpoint<'_>, configured: &str, report: &mut Report) {
+    /// Says when the checkpoint was accepted although it names the device otherwise: under
+    /// another name for it, or another device with the check turned off.
+    fn warn_device_path(&self, checkpoint: &Checkpoint<'_>, report: &mut Report) {
         let recorded = checkpoint.head.device_path.as_deref().unwrap_or_default();
-        if !recorded.is_empty() && recorded != configured {
-            report.warnings.push(format!(
-                "checkpoint was written for {recorded}, device is {configured}: path check ignored as asked"
-            ));
+        let configured = self.configured_device_path();
+        if recorded.is_empty() || recorded == configured {
+            return;
         }
+        let (recorded, configured) = (recorded.to_owned(), configured);
+        report.warnings.push(match self.options.device_path_policy {
+            DevicePathPolicy::Ignore => Warning::DevicePathIgnored {
+                recorded,
+                configured,
+            },
+            _ => Warning::DevicePathAlias {
+                recorded,
+                configured,
+            },
+        });
     }
 
     fn warn_unreadable_mirrors(&self, report: &mut Report) {
         for mirror in &report.mirrors {
             if let MirrorVerdict::Unreadable(error) = &mirror.verdict {
-                report.warnings.push(format!(
-                    "mirror {} unreadable ({error}): a newer checkpoint may have been there",
-                    mirror.mirror_index
-                ));
+                report.warnings.push(Warning::MirrorUnreadable {
+                    mirror_index: mirror.mirror_index,
+                    error: error.clone(),
+                });
             }
         }
     }
@@ -482,10 +574,19 @@ fn header_read_bytes(device: &Device, layout: &Layout) -> usize {
         .min(layout.header_bytes as usize)
 }
 
-/// Opens `path` read-only for bringup (O_DIRECT if asked).
+/// Opens `path` read-only for bringup: with `direct`, through O_DIRECT where the file or
+/// device takes it and through the page cache where it refuses it
+/// ([`rbio_core::DeviceOptions::direct_if_supported`]; [`Device::direct_refused`] says which);
+/// without, through the page cache.
 ///
 /// # Errors
 /// As [`rbio_core::DeviceOptions::open`].
 pub fn open_device(path: &Path, direct: bool) -> Result<Arc<Device>, rbio_core::OpenError> {
-    Device::options().direct(direct).open(path).map(Arc::new)
+    let options = Device::options();
+    let options = if direct {
+        options.direct_if_supported()
+    } else {
+        options
+    };
+    options.open(path).map(Arc::new)
 }

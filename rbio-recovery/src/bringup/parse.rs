@@ -1,55 +1,244 @@
 //! The parser thread: parses the checkpoint payload and hands entries to validation in
 //! batches as they are read, so header reads start before parsing ends.
+//!
+//! The whole-checkpoint rules run before the first entry is handed over: LMCache writes every
+//! field they read before `entries`, so the parser decides when it reaches `entries`, and a
+//! checkpoint the rules ignore costs no header read. A payload whose fields come later (not
+//! written by LMCache) is held until the parse has finished and the rules have its final head.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::format::{Checkpoint, CheckpointEntry, CheckpointError, CheckpointHead, EntryEvent};
+use std::borrow::Cow;
+
+use super::Progress;
+use crate::format::{
+    ApplyRejection, Checkpoint, CheckpointEntry, CheckpointError, CheckpointHead, EntryEvent,
+};
 
 /// Entries per batch the parser hands to validation.
 const PARSE_BATCH_ENTRIES: usize = 4096;
 /// Batches the parser may run ahead of validation.
 pub(super) const PARSE_BATCHES_QUEUED: usize = 16;
 
+/// The whole-checkpoint rules, as bringup configured them.
+pub(super) type Rules<'r> = dyn Fn(&CheckpointHead<'_>) -> Result<(), ApplyRejection> + Sync + 'r;
+
 /// What the parser thread found besides the entries it sent.
 pub(super) struct ParsedHead<'a> {
     pub(super) head: Result<CheckpointHead<'a>, CheckpointError>,
-    /// A second top-level `entries` field replaced the first: the entries sent are void.
-    pub(super) restarted: bool,
+    /// The entries sent are not the checkpoint's: a second top-level `entries` field replaced
+    /// the first, or the head read before `entries` was refused and a later field changed
+    /// the verdict. Validate again from a sequential parse if the checkpoint is accepted.
+    pub(super) revalidate: bool,
 }
 
-/// Parses `payload`, sending entries in batches as they are read; returns the head (or why the
-/// payload is not a checkpoint) and the time spent parsing, not counting the time spent
-/// waiting for validation to take a batch (the channel is bounded, so a parser that runs
-/// ahead waits).
+/// How far the parser has come, shared with the thread reporting validation's progress.
+#[derive(Debug, Default)]
+pub(super) struct ParseProgress {
+    /// Entries handed to validation (some may still wait in the channel).
+    sent_entries: AtomicU64,
+    /// Payload bytes parsed up to the last entry handed to validation.
+    parsed_bytes: AtomicUsize,
+    /// Whether the parse has ended (every entry is known).
+    done: AtomicBool,
+}
+
+impl ParseProgress {
+    /// `progress` as validation reported it (its total: the entries it has received), with
+    /// the total estimated from the entries sent against the payload bytes they took, while
+    /// the parse goes on.
+    pub(super) fn estimated(&self, progress: Progress, payload_bytes: usize) -> Progress {
+        let sent_entries = self.sent_entries.load(Ordering::Relaxed);
+        if self.done.load(Ordering::Relaxed) {
+            // Every entry is sent: the total is a count.
+            return Progress {
+                total: sent_entries.max(progress.total),
+                ..progress
+            };
+        }
+        let parsed_bytes = self.parsed_bytes.load(Ordering::Relaxed);
+        let estimate = estimate_total(sent_entries, parsed_bytes, payload_bytes);
+        Progress {
+            total: estimate.max(progress.total),
+            total_is_estimate: true,
+            ..progress
+        }
+    }
+}
+
+/// The entries a payload of `payload_bytes` holds if the rest is like the `parsed_bytes`
+/// that held `entries_so_far`: never fewer than those.
+fn estimate_total(entries_so_far: u64, parsed_bytes: usize, payload_bytes: usize) -> u64 {
+    if parsed_bytes == 0 {
+        return entries_so_far;
+    }
+    let estimate = u128::from(entries_so_far) * payload_bytes as u128 / parsed_bytes as u128;
+    u64::try_from(estimate)
+        .unwrap_or(u64::MAX)
+        .max(entries_so_far)
+}
+
+/// What the parser does with entries, decided when it reaches `entries`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flow {
+    /// The rules accept the head: entries go to validation as they are read.
+    Send,
+    /// The rules ignore the checkpoint: entries are dropped, no header is read.
+    Drop,
+    /// The head lacks fields the rules read (or `entries` is not reached yet): entries wait
+    /// for the end of the parse.
+    Hold,
+}
+
+/// The parser thread's state while the payload streams through.
+struct Batcher<'a, 's> {
+    payload: &'a [u8],
+    progress: &'s ParseProgress,
+    sender: &'s mpsc::SyncSender<Vec<CheckpointEntry<'a>>>,
+    batch: Vec<CheckpointEntry<'a>>,
+    held: Vec<CheckpointEntry<'a>>,
+    flow: Flow,
+    receiver_gone: bool,
+    restarted: bool,
+    waited: Duration,
+    /// Entries sent so far.
+    sent_count: u64,
+}
+
+impl<'a> Batcher<'a, '_> {
+    fn entry(&mut self, entry: CheckpointEntry<'a>) {
+        match self.flow {
+            _ if self.restarted || self.receiver_gone => {}
+            Flow::Send => {
+                self.batch.push(entry);
+                if self.batch.len() == PARSE_BATCH_ENTRIES {
+                    self.flush();
+                }
+            }
+            Flow::Hold => self.held.push(entry),
+            Flow::Drop => {}
+        }
+    }
+
+    /// Sends the batch; a receiver that stopped early (engine failure) gets nothing more.
+    fn flush(&mut self) {
+        if self.receiver_gone || self.batch.is_empty() {
+            return;
+        }
+        let full = std::mem::replace(&mut self.batch, Vec::with_capacity(PARSE_BATCH_ENTRIES));
+        self.sent_count += full.len() as u64;
+        if let Some(Cow::Borrowed(key)) = full.last().map(|entry| &entry.key) {
+            // A borrowed key lies in the payload: its place is how far the parse has come.
+            let parsed_bytes = key.as_ptr() as usize - self.payload.as_ptr() as usize;
+            self.progress
+                .parsed_bytes
+                .store(parsed_bytes, Ordering::Relaxed);
+        }
+        self.progress
+            .sent_entries
+            .store(self.sent_count, Ordering::Relaxed);
+        let send_started = Instant::now();
+        self.receiver_gone = self.sender.send(full).is_err();
+        self.waited += send_started.elapsed();
+    }
+}
+
+/// Parses `payload`, deciding `rules` at `entries` and sending entries in batches as they are
+/// read if the rules accept; returns the head (or why the payload is not a checkpoint) and the
+/// time spent parsing, not counting the time spent waiting for validation to take a batch
+/// (the channel is bounded, so a parser that runs ahead waits).
 pub(super) fn parse_in_batches<'a>(
     payload: &'a [u8],
+    rules: &Rules<'_>,
+    progress: &ParseProgress,
     sender: mpsc::SyncSender<Vec<CheckpointEntry<'a>>>,
 ) -> (ParsedHead<'a>, Duration) {
     let started = Instant::now();
-    let mut waited = Duration::ZERO;
-    let mut batch = Vec::with_capacity(PARSE_BATCH_ENTRIES);
-    let mut receiver_gone = false;
-    let mut restarted = false;
+    let mut batcher = Batcher {
+        payload,
+        progress,
+        sender: &sender,
+        batch: Vec::with_capacity(PARSE_BATCH_ENTRIES),
+        held: Vec::new(),
+        flow: Flow::Hold,
+        receiver_gone: false,
+        restarted: false,
+        waited: Duration::ZERO,
+        sent_count: 0,
+    };
     let head = Checkpoint::parse_streaming(payload, &mut |event| match event {
-        EntryEvent::Restart => restarted = true,
-        EntryEvent::Entry(_) if restarted || receiver_gone => {}
-        EntryEvent::Entry(entry) => {
-            batch.push(entry);
-            if batch.len() == PARSE_BATCH_ENTRIES {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(PARSE_BATCH_ENTRIES));
-                let send_started = Instant::now();
-                receiver_gone = sender.send(full).is_err();
-                waited += send_started.elapsed();
-            }
+        EntryEvent::EntriesStart(head) => {
+            batcher.flow = match head {
+                Ok(head) if head.has_rule_fields() => match rules(&head) {
+                    Ok(()) => Flow::Send,
+                    Err(_) => Flow::Drop,
+                },
+                Ok(_) => Flow::Hold,
+                Err(_) => Flow::Drop,
+            };
         }
+        EntryEvent::Restart => batcher.restarted = true,
+        EntryEvent::Entry(entry) => batcher.entry(entry),
     });
-    if !receiver_gone && !restarted && !batch.is_empty() {
-        // The receiver may have stopped early (engine failure); then there is no one to tell.
-        let send_started = Instant::now();
-        let _ = sender.send(batch);
-        waited += send_started.elapsed();
+    let accepted = head.as_ref().is_ok_and(|head| rules(head).is_ok());
+    if batcher.flow == Flow::Hold && accepted {
+        batcher.flow = Flow::Send;
+        for entry in std::mem::take(&mut batcher.held) {
+            batcher.entry(entry);
+        }
     }
-    let parsed = ParsedHead { head, restarted };
-    (parsed, started.elapsed().saturating_sub(waited))
+    if !batcher.restarted {
+        batcher.flush();
+    }
+    progress.done.store(true, Ordering::Relaxed);
+    let refused_early = batcher.flow == Flow::Drop;
+    let parsed = ParsedHead {
+        head,
+        revalidate: batcher.restarted || (refused_early && accepted),
+    };
+    (parsed, started.elapsed().saturating_sub(batcher.waited))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bringup::Phase;
+
+    #[test]
+    fn the_total_grows_with_the_share_of_the_payload_still_unparsed() {
+        assert_eq!(estimate_total(1000, 250, 1000), 4000);
+        assert_eq!(estimate_total(1000, 1000, 1000), 1000);
+        assert_eq!(
+            estimate_total(7, 0, 1000),
+            7,
+            "nothing parsed: nothing to scale"
+        );
+        assert_eq!(
+            estimate_total(10, 2000, 1000),
+            10,
+            "never below what is known"
+        );
+        assert_eq!(estimate_total(u64::MAX, 1, usize::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn the_estimate_stops_when_the_parse_ends() {
+        let progress = ParseProgress::default();
+        progress.parsed_bytes.store(100, Ordering::Relaxed);
+        progress.sent_entries.store(20, Ordering::Relaxed);
+        // Validation has received 10 of the 20 sent, which took 100 of 300 bytes.
+        let reported = Progress {
+            phase: Phase::Validate,
+            done: 5,
+            total: 10,
+            total_is_estimate: false,
+        };
+        let estimated = progress.estimated(reported, 300);
+        assert_eq!((estimated.total, estimated.total_is_estimate), (60, true));
+        progress.done.store(true, Ordering::Relaxed);
+        let counted = progress.estimated(reported, 300);
+        assert_eq!((counted.total, counted.total_is_estimate), (20, false));
+    }
 }

@@ -94,7 +94,7 @@ pub(crate) fn select(
         let read_bytes = header.payload_read_bytes(geometry);
         let verdict = match read_range(engine, pool, offset_bytes, read_bytes) {
             Err(RangeError::Stream(error)) => return Err(BringupError::Engine(error)),
-            Err(RangeError::Op(error)) => MirrorVerdict::Unreadable(error),
+            Err(RangeError::Op(error)) => unreadable(error)?,
             Ok(mut payload) => match header.check_payload(&payload) {
                 Err(rejection) => MirrorVerdict::Rejected(rejection),
                 Ok(_) => {
@@ -109,6 +109,14 @@ pub(crate) fn select(
         mirrors[mirror_index].verdict = verdict;
     }
     Ok(Selection { mirrors, chosen })
+}
+
+/// A mirror the device did not deliver, or a configuration error that stops bringup.
+fn unreadable(error: OpError) -> Result<MirrorVerdict, BringupError> {
+    if error.error.class().is_configuration() {
+        return Err(BringupError::Configuration(error));
+    }
+    Ok(MirrorVerdict::Unreadable(error))
 }
 
 fn read_mirror_header(
@@ -128,7 +136,7 @@ fn read_mirror_header(
     let block = match read_range(engine, pool, offset_bytes, geometry.block_align()) {
         Err(RangeError::Stream(error)) => return Err(BringupError::Engine(error)),
         Err(RangeError::Op(error)) => {
-            status.verdict = MirrorVerdict::Unreadable(error);
+            status.verdict = unreadable(error)?;
             return Ok(status);
         }
         Ok(block) => block,

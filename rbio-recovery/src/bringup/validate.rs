@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use rbio_core::{BufferPool, Completion, Engine, OpSpec, Stream, StreamError};
+use rbio_core::{BufferPool, Completion, Engine, OpError, OpSpec, Stream, StreamError};
 
 use super::apply::{Claims, Pending, Verdict};
 use super::{Phase, Progress};
@@ -25,6 +25,9 @@ pub(crate) struct Ledger<'a> {
     pub(crate) entries: Vec<CheckpointEntry<'a>>,
     pub(crate) pending: Vec<Pending>,
     pub(crate) claims: Claims,
+    /// The first read refused as a configuration error: no further reads are issued and
+    /// bringup stops.
+    pub(crate) configuration: Option<OpError>,
 }
 
 /// How often validation reports progress, in entries.
@@ -44,8 +47,10 @@ impl Validation<'_> {
             entries: Vec::new(),
             pending: Vec::new(),
             claims: Claims::new(),
+            configuration: None,
         });
-        let specs = source.filter_map(|entry| {
+        let unrefused = |_: &CheckpointEntry<'a>| ledger.borrow().configuration.is_none();
+        let specs = source.take_while(unrefused).filter_map(|entry| {
             let mut ledger = ledger.borrow_mut();
             let entry_index = ledger.entries.len() as u64;
             let mut pending = ledger.claims.admit(&entry, self.geometry);
@@ -74,6 +79,11 @@ impl Validation<'_> {
             .run_reads(specs, |completion| {
                 let mut ledger = ledger.borrow_mut();
                 let entry_index = completion.tag() as usize;
+                if let Err(failure) = completion.check() {
+                    if failure.error.class().is_configuration() && ledger.configuration.is_none() {
+                        ledger.configuration = Some(failure);
+                    }
+                }
                 let verdict = self.judge(&ledger.entries[entry_index], completion);
                 let Pending::Claims(slot_index) = ledger.pending[entry_index] else {
                     unreachable!("a header read is issued only for a claim")
@@ -85,6 +95,7 @@ impl Validation<'_> {
                         phase: Phase::Validate,
                         done: judged,
                         total: ledger.entries.len() as u64,
+                        total_is_estimate: false,
                     });
                 }
             })?;

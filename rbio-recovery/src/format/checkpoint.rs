@@ -74,41 +74,22 @@ impl<'a> CheckpointHead<'a> {
         }
     }
 
-    /// The same head, owning its strings.
-    pub fn into_owned(self) -> CheckpointHead<'static> {
-        CheckpointHead {
-            device_path: self.device_path.map(|p| Cow::Owned(p.into_owned())),
-            capacity_bytes: self.capacity_bytes,
-            block_align: self.block_align,
-            header_bytes: self.header_bytes,
-            slot_bytes: self.slot_bytes,
-            meta_total_bytes: self.meta_total_bytes,
-            meta_magic: self.meta_magic.map(|m| Cow::Owned(m.into_owned())),
-            meta_version: self.meta_version,
-            data_base_offset: self.data_base_offset,
-            next_slot: self.next_slot,
-        }
-    }
-}
-
-/// Whether the checkpoint's `device_path` must equal the configured path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum DevicePathPolicy {
-    /// As LMCache: a non-empty recorded path that differs rejects the whole checkpoint.
-    #[default]
-    Strict,
-    /// Accept any recorded path (an image copied or attached elsewhere).
-    Ignore,
-}
-
-impl Checkpoint<'_> {
-    /// `next_slot`, with absent read as 0 as LMCache does.
-    pub fn next_slot(&self) -> u64 {
-        self.head.next_slot.unwrap_or(0)
+    /// Whether every field a whole-checkpoint rule reads is present, as LMCache writes them
+    /// (`device_path` empty rather than `null`): the rules' verdict on this head can then
+    /// not be changed by a field that is merely absent so far.
+    pub fn has_rule_fields(&self) -> bool {
+        self.device_path.is_some()
+            && self.block_align.is_some()
+            && self.header_bytes.is_some()
+            && self.slot_bytes.is_some()
+            && self.meta_total_bytes.is_some()
+            && self.meta_magic.is_some()
+            && self.meta_version.is_some()
+            && self.next_slot.is_some()
     }
 
     /// Applies the spec's whole-checkpoint rules, in LMCache's order: device path, the layout
-    /// fields (absent = matches), then `next_slot` in `[0, max_slots]`.
+    /// fields (absent = matches), then `next_slot` in `[0, max_slots]` (absent = 0).
     ///
     /// `configured_device_path` of `None` is an empty configured path: under
     /// [`DevicePathPolicy::Strict`] any non-empty recorded path then mismatches.
@@ -123,10 +104,10 @@ impl Checkpoint<'_> {
         configured_device_path: Option<&str>,
         policy: DevicePathPolicy,
     ) -> Result<(), ApplyRejection> {
-        let head = &self.head;
+        let head = self;
         let configured = configured_device_path.unwrap_or_default();
         let recorded = head.device_path.as_deref().unwrap_or_default();
-        let strict = policy == DevicePathPolicy::Strict;
+        let strict = policy != DevicePathPolicy::Ignore;
         if strict && !recorded.is_empty() && recorded != configured {
             return Err(ApplyRejection::DevicePathMismatch {
                 checkpoint: recorded.to_owned(),
@@ -159,7 +140,7 @@ impl Checkpoint<'_> {
             head.meta_version,
             u64::from(layout.meta_version),
         )?;
-        let (next_slot, max_slots) = (self.next_slot(), geometry.max_slots());
+        let (next_slot, max_slots) = (self.next_slot.unwrap_or(0), geometry.max_slots());
         if next_slot > max_slots {
             return Err(ApplyRejection::NextSlotOutOfRange {
                 next_slot,
@@ -167,6 +148,64 @@ impl Checkpoint<'_> {
             });
         }
         Ok(())
+    }
+
+    /// The same head, owning its strings.
+    pub fn into_owned(self) -> CheckpointHead<'static> {
+        CheckpointHead {
+            device_path: self.device_path.map(|p| Cow::Owned(p.into_owned())),
+            capacity_bytes: self.capacity_bytes,
+            block_align: self.block_align,
+            header_bytes: self.header_bytes,
+            slot_bytes: self.slot_bytes,
+            meta_total_bytes: self.meta_total_bytes,
+            meta_magic: self.meta_magic.map(|m| Cow::Owned(m.into_owned())),
+            meta_version: self.meta_version,
+            data_base_offset: self.data_base_offset,
+            next_slot: self.next_slot,
+        }
+    }
+}
+
+/// Whether the checkpoint's `device_path` must name the configured device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DevicePathPolicy {
+    /// As LMCache: a non-empty recorded path that differs as a string rejects the whole
+    /// checkpoint.
+    Strict,
+    /// A non-empty recorded path must name the same device or file as the configured one
+    /// (symlinks followed, a relative path taken against the working directory, an NVMe
+    /// namespace's block and generic devices alike); one that no longer resolves is compared
+    /// as a string. Bringup and `inspect` resolve the paths, then apply the rules with the
+    /// recorded path as the configured one when they name the same device: to
+    /// [`CheckpointHead::check_against`] itself this policy is [`DevicePathPolicy::Strict`].
+    #[default]
+    SameDevice,
+    /// Accept any recorded path (an image copied or attached elsewhere).
+    Ignore,
+}
+
+impl Checkpoint<'_> {
+    /// `next_slot`, with absent read as 0 as LMCache does.
+    pub fn next_slot(&self) -> u64 {
+        self.head.next_slot.unwrap_or(0)
+    }
+
+    /// Applies the spec's whole-checkpoint rules to the head: see
+    /// [`CheckpointHead::check_against`].
+    ///
+    /// # Errors
+    ///
+    /// The first [`ApplyRejection`]; the caller then ignores the whole checkpoint.
+    pub fn check_against(
+        &self,
+        layout: &Layout,
+        geometry: &Geometry,
+        configured_device_path: Option<&str>,
+        policy: DevicePathPolicy,
+    ) -> Result<(), ApplyRejection> {
+        self.head
+            .check_against(layout, geometry, configured_device_path, policy)
     }
 
     /// The same checkpoint, owning all its strings and tensor metadata.

@@ -32,6 +32,7 @@ impl<'a> Checkpoint<'a> {
     pub fn parse(payload: &'a [u8]) -> Result<Checkpoint<'a>, CheckpointError> {
         let mut entries = Vec::new();
         let head = Checkpoint::parse_streaming(payload, &mut |event| match event {
+            EntryEvent::EntriesStart(_) => {}
             EntryEvent::Entry(entry) => entries.push(entry),
             EntryEvent::Restart => entries.clear(),
         })?;
@@ -53,9 +54,40 @@ impl<'a> Checkpoint<'a> {
         payload: &'a [u8],
         sink: &mut dyn FnMut(EntryEvent<'a>),
     ) -> Result<CheckpointHead<'a>, CheckpointError> {
+        Checkpoint::parse_root(
+            payload,
+            RootSeed {
+                sink,
+                skip_entries: false,
+            },
+        )
+    }
+
+    /// Parses only the head of a checkpoint payload: `entries` is scanned for its syntax but
+    /// neither read nor type-checked (for the layout a device records, without building its
+    /// entries).
+    ///
+    /// # Errors
+    ///
+    /// As [`Checkpoint::parse`].
+    pub fn parse_head(payload: &'a [u8]) -> Result<CheckpointHead<'a>, CheckpointError> {
+        let sink = &mut |_: EntryEvent<'a>| {};
+        Checkpoint::parse_root(
+            payload,
+            RootSeed {
+                sink,
+                skip_entries: true,
+            },
+        )
+    }
+
+    fn parse_root(
+        payload: &'a [u8],
+        seed: RootSeed<'_, 'a>,
+    ) -> Result<CheckpointHead<'a>, CheckpointError> {
         let text = std::str::from_utf8(payload).map_err(CheckpointError::NotUtf8)?;
         let mut deserializer = serde_json::Deserializer::from_str(text);
-        let root = RootSeed { sink }
+        let root = seed
             .deserialize(&mut deserializer)
             .map_err(CheckpointError::Json)?;
         deserializer.end().map_err(CheckpointError::Json)?;
@@ -69,6 +101,11 @@ impl<'a> Checkpoint<'a> {
 /// What [`Checkpoint::parse_streaming`] hands its sink.
 #[derive(Debug)]
 pub enum EntryEvent<'a> {
+    /// The first top-level `entries` field starts; the head as read so far (fields that come
+    /// after `entries` are absent from it, and a later duplicate of a field may still replace
+    /// one). LMCache writes every head field before `entries`, so this head is normally the
+    /// final one, and whole-checkpoint rules can be applied before any entry arrives.
+    EntriesStart(Result<CheckpointHead<'a>, CheckpointError>),
     /// The next entry, in payload order.
     Entry(CheckpointEntry<'a>),
     /// Another top-level `entries` field starts: forget the entries received so far.
@@ -85,7 +122,7 @@ type Integer = Result<u64, IntegerProblem>;
 type Text<'de> = Result<Cow<'de, str>, JsonKind>;
 
 /// The top-level fields as found, each still possibly of the wrong type.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Top<'de> {
     version: Option<Integer>,
     device_path: Option<Text<'de>>,
@@ -213,9 +250,10 @@ fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-/// Reads the root value, handing each entry of `entries` to the sink.
+/// Reads the root value, handing each entry of `entries` to the sink (or skipping them).
 struct RootSeed<'s, 'de> {
     sink: &'s mut dyn FnMut(EntryEvent<'de>),
+    skip_entries: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for RootSeed<'_, 'de> {
@@ -239,9 +277,15 @@ impl<'de> Visitor<'de> for RootSeed<'_, 'de> {
         let mut top = Top::default();
         while let Some(field) = map.next_key::<TopField>()? {
             match field {
+                TopField::Entries if self.skip_entries => {
+                    map.next_value::<IgnoredAny>()?;
+                    top.entries = Some(Ok(()));
+                }
                 TopField::Entries => {
                     if top.entries.is_some() {
                         (self.sink)(EntryEvent::Restart);
+                    } else {
+                        (self.sink)(EntryEvent::EntriesStart(top.clone().into_head()));
                     }
                     let seed = EntriesSeed {
                         sink: &mut *self.sink,
@@ -756,6 +800,10 @@ mod streaming_tests {
     fn events(payload: &str) -> (Vec<String>, Result<Option<u64>, String>) {
         let mut seen = Vec::new();
         let head = Checkpoint::parse_streaming(payload.as_bytes(), &mut |event| match event {
+            EntryEvent::EntriesStart(head) => {
+                let next_slot = head.map(|head| head.next_slot);
+                seen.push(format!("<start {next_slot:?}>"));
+            }
             EntryEvent::Entry(entry) => seen.push(entry.key.to_string()),
             EntryEvent::Restart => seen.push("<restart>".to_string()),
         });
@@ -768,21 +816,46 @@ mod streaming_tests {
     #[test]
     fn entries_arrive_in_order_before_the_head_is_checked() {
         let (seen, head) = events(r#"{"entries":{"a":{},"b":{}},"version":1,"next_slot":2}"#);
-        assert_eq!(seen, ["a", "b"]);
+        let missing = "<start Err(FieldInteger { field: \"version\", problem: Missing })>";
+        assert_eq!(seen, [missing, "a", "b"]);
         assert_eq!(head, Ok(Some(2)));
     }
 
     #[test]
     fn a_repeated_entries_field_restarts_the_stream() {
         let (seen, head) = events(r#"{"version":1,"entries":{"a":{}},"entries":{"b":{}}}"#);
-        assert_eq!(seen, ["a", "<restart>", "b"]);
+        assert_eq!(seen, ["<start Ok(None)>", "a", "<restart>", "b"]);
         assert!(head.is_ok());
     }
 
     #[test]
     fn entries_before_an_invalid_head_come_with_an_error() {
         let (seen, head) = events(r#"{"entries":{"a":{}},"version":2}"#);
-        assert_eq!(seen, ["a"]);
+        assert_eq!(seen[1..], ["a"]);
         assert!(head.is_err());
+    }
+
+    #[test]
+    fn the_head_alone_skips_the_entries() {
+        let payload =
+            r#"{"version":1,"slot_bytes":8192,"entries":{"a":{},"b":[1,{"c":2}]},"next_slot":4}"#;
+        let head = Checkpoint::parse_head(payload.as_bytes()).unwrap();
+        assert_eq!((head.slot_bytes, head.next_slot), (Some(8192), Some(4)));
+        assert!(Checkpoint::parse_head(br#"{"version":1,"entries":{"a":}"#).is_err());
+        assert!(Checkpoint::parse_head(br#"{"version":2,"entries":{}}"#).is_err());
+    }
+
+    #[test]
+    fn the_head_before_entries_holds_the_fields_read_so_far() {
+        let payload = r#"{"version":1,"next_slot":7,"entries":{"a":{}},"next_slot":9}"#;
+        let (seen, head) = events(payload);
+        assert_eq!(seen, ["<start Ok(Some(7))>", "a"]);
+        assert_eq!(head, Ok(Some(9)), "a later duplicate still wins at the end");
+        let (seen, _) = events(r#"{"version":3,"entries":{}}"#);
+        assert_eq!(seen.len(), 1);
+        assert!(
+            seen[0].starts_with("<start Err(UnsupportedVersion"),
+            "{seen:?}"
+        );
     }
 }
