@@ -63,7 +63,9 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the table consistent (each step is one insert
         // or one store), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Files `outcome` as operation `op_index` of `batch_id`; wakes waiters when the batch is
@@ -340,7 +342,8 @@ impl Run {
                 .remove(&completion.tag())
                 .unwrap_or_else(|| panic!("completion for unknown tag {}", completion.tag()));
             let outcome = outcome_of(completion);
-            self.shared.complete(&mut state, batch_id, op_index, outcome);
+            self.shared
+                .complete(&mut state, batch_id, op_index, outcome);
         }
     }
 
@@ -365,7 +368,8 @@ impl Drop for Run {
         let pending: Vec<(u64, usize)> = self.in_flight.drain().map(|(_, at)| at).collect();
         for (batch_id, op_index) in pending {
             let failure = Err(OpFailure::Stopped(why.clone()));
-            self.shared.complete(&mut state, batch_id, op_index, failure);
+            self.shared
+                .complete(&mut state, batch_id, op_index, failure);
         }
         while let Ok(request) = self.receiver.try_recv() {
             for op_index in 0..request.ops.len() {
@@ -400,7 +404,11 @@ mod tests {
     }
 
     fn read(offset_bytes: u64, len_bytes: usize) -> Op {
-        Op::read(0, offset_bytes, Buffer::new_aligned(len_bytes, 4096).unwrap())
+        Op::read(
+            0,
+            offset_bytes,
+            Buffer::new_aligned(len_bytes, 4096).unwrap(),
+        )
     }
 
     #[test]
@@ -409,10 +417,15 @@ mod tests {
         let (_file, device) = image(&bytes);
         let engine = SerialEngine::new(device).unwrap();
         let worker = IoWorker::start(Box::new(engine), WorkerOptions::default()).unwrap();
-        worker.submit(1, vec![read(8192, 4096), read(0, 4096)]).unwrap();
+        worker
+            .submit(1, vec![read(8192, 4096), read(0, 4096)])
+            .unwrap();
         worker.submit(2, vec![read(12288, 4096)]).unwrap();
         let second = worker.wait(2).unwrap();
-        assert_eq!(second[0].as_ref().unwrap().as_ref().unwrap().as_slice()[0], 4);
+        assert_eq!(
+            second[0].as_ref().unwrap().as_ref().unwrap().as_slice()[0],
+            4
+        );
         let first = worker.wait(1).unwrap();
         let first_bytes: Vec<u8> = first
             .iter()
@@ -433,7 +446,9 @@ mod tests {
         );
         let engine = FaultyEngine::new(SerialEngine::new(device).unwrap(), plan).unwrap();
         let worker = IoWorker::start(Box::new(engine), WorkerOptions::default()).unwrap();
-        worker.submit(9, vec![read(0, 4096), read(4096, 4096)]).unwrap();
+        worker
+            .submit(9, vec![read(0, 4096), read(4096, 4096)])
+            .unwrap();
         let outcomes = worker.wait(9).unwrap();
         assert!(outcomes[0].is_ok());
         assert_eq!(
@@ -450,13 +465,12 @@ mod tests {
             .stall_timeout(Duration::from_millis(20));
         let engine = FaultyEngine::new(SerialEngine::new(device).unwrap(), plan).unwrap();
         let worker = IoWorker::start(Box::new(engine), WorkerOptions::default()).unwrap();
-        worker.submit(1, vec![read(0, 4096), read(4096, 4096)]).unwrap();
+        worker
+            .submit(1, vec![read(0, 4096), read(4096, 4096)])
+            .unwrap();
         let outcomes = worker.wait(1).unwrap();
         assert!(
-            matches!(
-                outcomes[0],
-                Err(OpFailure::Io(IoError::TimedOut { .. }))
-            ),
+            matches!(outcomes[0], Err(OpFailure::Io(IoError::TimedOut { .. }))),
             "{:?}",
             outcomes[0]
         );
@@ -531,7 +545,11 @@ mod tests {
         assert_eq!(worker.submit(99, Vec::new()), Err(NotAccepting));
         let written = std::fs::read(device.path()).unwrap();
         for batch_id in 0..64usize {
-            assert_eq!(written[batch_id * 4096], batch_id as u8 + 1, "write {batch_id}");
+            assert_eq!(
+                written[batch_id * 4096],
+                batch_id as u8 + 1,
+                "write {batch_id}"
+            );
         }
     }
 }
