@@ -1,6 +1,8 @@
 //! `rbio.Report` and `rbio.Inspection`: what bringup and inspect found, as Python objects, and
 //! the JSON `rbio bringup --json` / `rbio inspect --json` print.
 
+use std::collections::HashMap;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use rbio_recovery::{IndexEntry, Inspection as Inspected, Recovered};
@@ -77,9 +79,10 @@ impl Report {
     /// checkpoint had none).
     #[getter]
     fn index<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut metadata = MetadataCache::default();
         let mut tuples = Vec::with_capacity(self.recovered.index.len());
         for entry in &self.recovered.index {
-            tuples.push(index_tuple(py, entry)?);
+            tuples.push(index_tuple(py, entry, &mut metadata)?);
         }
         PyList::new(py, tuples)
     }
@@ -119,32 +122,52 @@ impl Report {
     }
 }
 
+/// Tensor metadata already converted: most entries share their dtype and format, so each
+/// distinct immutable result (string, number, `None`) is made once and shared. Lists and
+/// dicts are built anew per entry, since callers may mutate them.
+#[derive(Default)]
+struct MetadataCache<'py> {
+    shared: HashMap<String, Bound<'py, PyAny>>,
+}
+
+impl<'py> MetadataCache<'py> {
+    fn get(&mut self, py: Python<'py>, text: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+        let Some(text) = text else {
+            return Ok(py.None().into_bound(py));
+        };
+        if let Some(object) = self.shared.get(text) {
+            return Ok(object.clone());
+        }
+        let value: Value = serde_json::from_str(text).map_err(|error| {
+            super::errors::runtime(format!("tensor metadata {text:?}: {error}"))
+        })?;
+        let object = to_python(py, &value)?;
+        if !value.is_array() && !value.is_object() {
+            self.shared.insert(text.to_owned(), object.clone());
+        }
+        Ok(object)
+    }
+}
+
 /// One index entry as LMCache's tuple.
-fn index_tuple<'py>(py: Python<'py>, entry: &IndexEntry) -> PyResult<Bound<'py, PyTuple>> {
-    let [shape, dtype, fmt, cached_positions] =
-        entry.fields.tensor.texts().map(|text| match text {
-            None => Ok(py.None().into_bound(py)),
-            Some(text) => raw_to_python(py, text),
-        });
+fn index_tuple<'py>(
+    py: Python<'py>,
+    entry: &IndexEntry,
+    metadata: &mut MetadataCache<'py>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let [shape, dtype, fmt, cached_positions] = entry.fields.tensor.texts();
     PyTuple::new(
         py,
         [
             entry.key.as_str().into_pyobject(py)?.into_any(),
             entry.fields.offset_bytes.into_pyobject(py)?.into_any(),
             entry.fields.size_bytes.into_pyobject(py)?.into_any(),
-            shape?,
-            dtype?,
-            fmt?,
-            cached_positions?,
+            metadata.get(py, shape)?,
+            metadata.get(py, dtype)?,
+            metadata.get(py, fmt)?,
+            metadata.get(py, cached_positions)?,
         ],
     )
-}
-
-/// A JSON text the checkpoint parser already validated, as a Python object.
-fn raw_to_python<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|error| super::errors::runtime(format!("tensor metadata {text:?}: {error}")))?;
-    to_python(py, &value)
 }
 
 /// A JSON value as the Python object `json.loads` would give.
