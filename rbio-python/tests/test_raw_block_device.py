@@ -253,3 +253,27 @@ def test_close_completes_the_writes_queued_before_it(image):
     with pytest.raises(RuntimeError, match="device is closed"):
         device.batched_write([0], [b"x"], [1])
 
+
+
+def test_writes_past_the_end_are_refused_not_grown(image):
+    device = open_device(image, "posix")
+    with pytest.raises(OSError) as raised:
+        device.pwrite_from_buffer(SIZE, b"x" * 4096)
+    assert raised.value.errno == 28 and raised.value.strerror == "pwrite failed"
+    assert image.stat().st_size == SIZE
+    device.close()
+
+
+def test_close_while_another_thread_waits_hands_it_the_results(image):
+    import threading
+
+    device = open_device(image, "io_uring", iouring_queue_depth=2)
+    outs = [bytearray(4096) for _ in range(64)]
+    batch = device.batched_read([i * 4096 for i in range(64)], outs, [4096] * 64)
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(device.wait_iouring(batch)))
+    waiter.start()
+    device.close()
+    waiter.join()
+    # The waiter either got in before close (all 64 read) or was refused as closed; never hangs.
+    assert results == [([True] * 64, [])] or results == []

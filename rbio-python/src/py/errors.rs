@@ -15,6 +15,9 @@ create_exception!(
     "A bringup or inspection failed; the message is the line `rbio` prints after `rbio: error:`."
 );
 
+/// "No space left on device".
+const ENOSPC: i32 = 28;
+
 /// `RbioError` with the command's one-line text for `failure`.
 pub fn rbio_error(failure: &Failure) -> PyErr {
     RbioError::new_err(rbio_engines::error_line(&**failure))
@@ -56,6 +59,11 @@ pub fn op_error(failure: &OpFailure, surface: Surface) -> PyErr {
                 Surface::Uring => "io_uring I/O error",
             };
             PyOSError::new_err((errno.0, what))
+        }
+        // Past the size read at open: LMCache would grow an image file; rbio refuses, as a
+        // full device would.
+        OpFailure::Io(IoError::OutOfRange { .. }) if matches!(surface, Surface::Pwrite) => {
+            PyOSError::new_err((ENOSPC, "pwrite failed"))
         }
         OpFailure::Io(IoError::ShortTransfer { .. } | IoError::OutOfRange { .. }) => {
             match surface {
