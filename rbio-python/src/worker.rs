@@ -478,6 +478,24 @@ mod tests {
         assert_eq!(worker.worker_error(), None);
     }
 
+    #[test]
+    fn a_later_batch_does_not_wait_behind_an_earlier_one() {
+        let (_file, device) = image(&[7u8; 8192]);
+        let plan = FaultPlan::new(1)
+            .with(FaultTarget::Offset(0), Fault::Stall)
+            .stall_timeout(Duration::from_secs(20));
+        let engine = FaultyEngine::new(SerialEngine::new(device).unwrap(), plan).unwrap();
+        let worker = IoWorker::start(Box::new(engine), WorkerOptions::default()).unwrap();
+        worker.submit(1, vec![read(0, 4096)]).unwrap();
+        worker.submit(2, vec![read(4096, 4096)]).unwrap();
+        let started = Instant::now();
+        assert!(worker.wait(2).unwrap()[0].is_ok());
+        // Batch 1 is still held by the engine (its stall lasts 20 s): batch 2 went past it.
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let state = worker.shared.lock();
+        assert_eq!(state.batches[&1].remaining_count, 1);
+    }
+
     /// An engine that takes operations and never completes them: a broken engine.
     struct BlackHole {
         readiness: Readiness,
