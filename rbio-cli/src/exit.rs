@@ -68,20 +68,9 @@ pub fn report(error: &Failure) -> ExitCode {
     ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
 }
 
-/// The error and its `source()` chain on one line, joined by ": ". A cause whose text the
-/// line already holds (many errors print their cause themselves) is not repeated.
+/// The error and its `source()` chain on one line (shared with the Python package).
 pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !line.contains(&text) {
-            line.push_str(": ");
-            line.push_str(&text);
-        }
-        source = cause.source();
-    }
-    line.replace('\n', " ")
+    rbio_engines::error_line(error)
 }
 
 #[cfg(test)]

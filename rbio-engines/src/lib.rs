@@ -6,6 +6,10 @@
 //! into a `Box<dyn Engine>` that `rbio-recovery` (which names no engine) runs on.
 #![forbid(unsafe_code)]
 
+mod error_line;
+
+pub use error_line::error_line;
+
 use std::fmt;
 use std::sync::Arc;
 

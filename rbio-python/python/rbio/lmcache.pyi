@@ -1,0 +1,3 @@
+from ._rbio import RawBlockDevice as RawBlockDevice
+
+__all__ = ["RawBlockDevice"]
