@@ -151,6 +151,13 @@ pub enum IoError {
         /// The timeout that expired.
         timeout: Duration,
     },
+    /// Never performed: the engine still held every buffer of earlier operations the device
+    /// had not answered, and none came back within the stream's stall timeout. No answer,
+    /// like [`IoError::TimedOut`].
+    DeviceStalled {
+        /// How long the stream waited for a buffer.
+        waited: Duration,
+    },
     /// The engine or device cannot perform this kind of operation.
     Unsupported {
         /// What is unsupported, in a few words.
@@ -168,7 +175,10 @@ impl IoError {
     ///
     /// `false` for timeouts and cancellations: nothing is known about the data.
     pub fn is_device_answer(&self) -> bool {
-        !matches!(self, IoError::TimedOut { .. } | IoError::Canceled)
+        !matches!(
+            self,
+            IoError::TimedOut { .. } | IoError::Canceled | IoError::DeviceStalled { .. }
+        )
     }
 }
 
@@ -196,6 +206,12 @@ impl fmt::Display for IoError {
             ),
             IoError::Canceled => write!(f, "canceled"),
             IoError::TimedOut { timeout } => write!(f, "timed out after {timeout:?}"),
+            IoError::DeviceStalled { waited } => {
+                write!(
+                    f,
+                    "device stalled: not read, no buffer came back for {waited:?}"
+                )
+            }
             IoError::Unsupported { what } => write!(f, "unsupported: {what}"),
         }
     }
@@ -306,6 +322,10 @@ mod tests {
         }
         .is_device_answer());
         assert!(!IoError::Canceled.is_device_answer());
+        assert!(!IoError::DeviceStalled {
+            waited: Duration::from_secs(1)
+        }
+        .is_device_answer());
         assert!(IoError::Os(Errno::EIO).is_device_answer());
     }
 

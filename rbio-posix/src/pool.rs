@@ -233,9 +233,12 @@ impl Engine for PosixEngine {
     }
 
     fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
-        if self.pending_count == 0 {
-            return 0;
-        }
+        // With nothing pending, still clear the readiness fd that a held buffer's return set.
+        let wait = if self.pending_count == 0 {
+            Wait::Nothing
+        } else {
+            wait
+        };
         let reaped_count = self.ledger.reap(completions, wait);
         assert!(
             reaped_count <= self.pending_count,
@@ -252,6 +255,16 @@ impl Engine for PosixEngine {
 
     fn readiness(&self) -> BorrowedFd<'_> {
         self.ledger.as_fd()
+    }
+
+    /// Timed-out operations whose worker is still in the system call, or has not reached
+    /// them in its queue: their buffers come back when it lets go of them.
+    fn held_buffer_count(&self) -> usize {
+        self.ledger.held_count()
+    }
+
+    fn op_timeout(&self) -> Option<Duration> {
+        Some(self.ledger.op_timeout())
     }
 }
 
