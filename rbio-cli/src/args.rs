@@ -1,6 +1,7 @@
 //! The command line: typed clap-derive arguments for every subcommand, nothing else.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -154,6 +155,7 @@ impl EngineArgs {
             window: self.window,
             fixed_buffers: self.fixed_buffers,
             sqes_per_enter: self.sqes_per_enter,
+            op_timeout: None,
         }
     }
 }
@@ -249,9 +251,16 @@ pub struct BringupArgs {
     /// Skip slot-header validation (LMCache's meta_verify_on_load = false).
     #[arg(long)]
     pub no_verify: bool,
-    /// Drop entries whose header could not be read, as LMCache does (default: keep them).
+    /// Drop entries whose header could not be read or was never answered, as LMCache does
+    /// (default: keep them). Their slots stay off the free list either way.
     #[arg(long)]
     pub drop_unreadable: bool,
+    /// posix, uring, nvme: a header read the device has not answered after SECS (fractions
+    /// allowed, e.g. 0.5) is unreadable; if nothing comes back for twice that, the headers not
+    /// yet read are unreadable too ("device stalled") [default: the engine's, 30 s]. The
+    /// serial engine has no timeout.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub op_timeout: Option<Duration>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -366,8 +375,22 @@ fn parse_magic(text: &str) -> Result<[u8; 8], String> {
 }
 
 /// `--engine`'s value, by the names rbio-engines gives.
+/// Parses a positive number of seconds, fractions allowed.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "{text:?} is not a positive, finite number of seconds"
+        )),
+    }
+}
+
 fn parse_engine(name: &str) -> Result<EngineKind, String> {
-    name.parse().map_err(|error: rbio_engines::UnknownEngine| error.to_string())
+    name.parse()
+        .map_err(|error: rbio_engines::UnknownEngine| error.to_string())
 }
 
 #[cfg(test)]
@@ -378,6 +401,15 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn op_timeout_takes_positive_fractional_seconds() {
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
+        for bad in ["0", "-1", "nan", "inf", "soon", "1e30"] {
+            assert!(parse_seconds(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

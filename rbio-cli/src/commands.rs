@@ -14,14 +14,17 @@ use rbio_recovery::{
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
-use rbio_engines::{open_device_for, EngineConfig};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
+use rbio_engines::{open_device_for, EngineConfig};
 
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
-    let config = args.engine.config();
+    let config = EngineConfig {
+        op_timeout: args.op_timeout,
+        ..args.engine.config()
+    };
     let device = open_device_for(config.kind, &args.device, args.engine.direct)?;
     let options = BringupOptions {
         layout: args.layout.layout(),
@@ -30,6 +33,7 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
         verify: !args.no_verify,
         keep_unreadable: !args.drop_unreadable,
         window_ops_max: config.window.max(1),
+        op_timeout: args.op_timeout,
         report_all_entries: args.entries,
     };
     let bringup = Bringup::new(device.clone(), options)?;

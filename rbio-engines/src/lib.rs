@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rbio_core::{BufferPool, Device, DeviceKind, Engine, SerialEngine};
 use rbio_posix::PosixEngine;
@@ -45,7 +46,9 @@ impl EngineKind {
     pub fn about(self) -> &'static str {
         match self {
             EngineKind::Serial => "one synchronous pread after another: the reference",
-            EngineKind::Posix => "a pool of pread worker threads over contiguous ranges (--workers)",
+            EngineKind::Posix => {
+                "a pool of pread worker threads over contiguous ranges (--workers)"
+            }
             EngineKind::Uring => {
                 "io_uring with batched submission and a sliding window (--window, --fixed-buffers)"
             }
@@ -79,6 +82,9 @@ pub struct EngineConfig {
     pub fixed_buffers: bool,
     /// uring: most SQEs per io_uring_enter; `None`: a whole batch per enter.
     pub sqes_per_enter: Option<usize>,
+    /// posix, uring, nvme: an operation not answered after this completes as timed out;
+    /// `None`: the engine's default. The serial engine has no timeout and ignores it.
+    pub op_timeout: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -90,6 +96,7 @@ impl EngineConfig {
             window: 1,
             fixed_buffers: false,
             sqes_per_enter: None,
+            op_timeout: None,
         }
     }
 
@@ -102,6 +109,7 @@ impl EngineConfig {
             window: workers.map_or(128, |workers| (workers * 8).max(16)),
             fixed_buffers: false,
             sqes_per_enter: None,
+            op_timeout: None,
         }
     }
 
@@ -113,6 +121,7 @@ impl EngineConfig {
             window,
             fixed_buffers,
             sqes_per_enter: None,
+            op_timeout: None,
         }
     }
 
@@ -182,6 +191,9 @@ impl EngineConfig {
                 if let Some(workers) = self.workers {
                     builder = builder.workers(workers);
                 }
+                if let Some(op_timeout) = self.op_timeout {
+                    builder = builder.op_timeout(op_timeout);
+                }
                 builder
                     .build()
                     .map(|engine| Box::new(engine) as Box<dyn Engine>)
@@ -189,6 +201,9 @@ impl EngineConfig {
             }
             EngineKind::Uring => {
                 let mut builder = UringEngine::builder(device.clone()).window(self.window);
+                if let Some(op_timeout) = self.op_timeout {
+                    builder = builder.op_timeout(op_timeout);
+                }
                 if self.fixed_buffers {
                     builder = builder.fixed_buffers(pool);
                 }
@@ -212,6 +227,9 @@ impl EngineConfig {
                 let mut builder = NvmeEngine::builder(device.path())
                     .window(self.window)
                     .write(device.is_writable());
+                if let Some(op_timeout) = self.op_timeout {
+                    builder = builder.op_timeout(op_timeout);
+                }
                 if self.fixed_buffers {
                     builder = builder.fixed_buffers(pool);
                 }
@@ -389,7 +407,9 @@ mod tests {
         assert_eq!(EngineConfig::posix(Some(8)).label(), "posix w=8");
         assert_eq!(EngineConfig::uring(64, true).label(), "uring q=64 fixed");
         assert_eq!(
-            EngineConfig::uring(64, false).with_sqes_per_enter(1).label(),
+            EngineConfig::uring(64, false)
+                .with_sqes_per_enter(1)
+                .label(),
             "uring q=64 1/enter"
         );
     }

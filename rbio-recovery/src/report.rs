@@ -193,6 +193,9 @@ pub struct Counts {
     pub unreadable_kept: u64,
     /// Header unreadable, entry dropped.
     pub unreadable_dropped: u64,
+    /// Of the unreadable entries, those whose header was never read or never answered
+    /// because the device stalled ([`IoError::DeviceStalled`]).
+    pub unreadable_device_stalled: u64,
     /// Skipped at apply for a per-entry rule.
     pub rejected_rule: u64,
     /// Skipped at apply: a later entry has the same key.
@@ -225,6 +228,13 @@ impl Counts {
             }
         };
         *counter += 1;
+        if let EntryState::Unreadable {
+            error: IoError::DeviceStalled { .. },
+            ..
+        } = state
+        {
+            self.unreadable_device_stalled += 1;
+        }
     }
 
     /// All stale entries.
@@ -365,6 +375,7 @@ impl Report {
                 },
                 "unreadable_kept": c.unreadable_kept,
                 "unreadable_dropped": c.unreadable_dropped,
+                "unreadable_device_stalled": c.unreadable_device_stalled,
                 "rejected_by_reason": {
                     "rule": c.rejected_rule,
                     "duplicate_key": c.rejected_duplicate_key,

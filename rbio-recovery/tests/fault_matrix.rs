@@ -364,10 +364,17 @@ fn derive(
         .cloned()
         .collect();
     let geometry = layout().validate(u64::MAX >> 8).unwrap();
+    // A dropped unreadable entry was never validated: its slot stays off the free list too.
+    let unread_dropped = expected.report.entries.iter().filter_map(|outcome| {
+        matches!(outcome.state, EntryState::Unreadable { kept: false, .. })
+            .then(|| outcome.offset_bytes.unwrap())
+    });
     let owned: HashSet<u64> = expected
         .index
         .iter()
-        .map(|entry| geometry.slot_index_of(entry.fields.offset_bytes).unwrap())
+        .map(|entry| entry.fields.offset_bytes)
+        .chain(unread_dropped)
+        .map(|offset_bytes| geometry.slot_index_of(offset_bytes).unwrap())
         .collect();
     expected.free_slots = (0..baseline.next_slot)
         .filter(|slot| !owned.contains(slot))
@@ -394,6 +401,18 @@ fn check_invariants(case: &str, recovered: &Recovered, keep_unreadable: bool) {
             "{case}: slot {slot} of index entry {} is free",
             entry.key
         );
+    }
+    for outcome in &report.entries {
+        if let (EntryState::Unreadable { .. }, Some(offset_bytes)) =
+            (&outcome.state, outcome.offset_bytes)
+        {
+            let slot = geometry.slot_index_of(offset_bytes).unwrap();
+            assert!(
+                recovered.free_slots.binary_search(&slot).is_err(),
+                "{case}: slot {slot} of unread entry {} is free",
+                outcome.key
+            );
+        }
     }
     for outcome in &report.entries {
         if let EntryState::Unreadable { kept, .. } = outcome.state {

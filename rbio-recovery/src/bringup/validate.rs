@@ -4,7 +4,9 @@
 
 use std::cell::RefCell;
 
-use rbio_core::{BufferPool, Completion, Engine, OpSpec, Stream, StreamError};
+use std::time::Duration;
+
+use rbio_core::{BufferPool, Completion, Engine, IoError, OpSpec, Stream, StreamError};
 
 use super::apply::{Claims, Pending, Verdict};
 use super::{Phase, Progress};
@@ -25,6 +27,24 @@ pub(crate) struct Ledger<'a> {
     pub(crate) entries: Vec<CheckpointEntry<'a>>,
     pub(crate) pending: Vec<Pending>,
     pub(crate) claims: Claims,
+    /// The device stalled: how long validation waited, and how many entries it never read.
+    pub(crate) stalled: Option<(Duration, u64)>,
+}
+
+impl Ledger<'_> {
+    /// Judges every claim still awaiting its header as unreadable: the device stalled before
+    /// answering it (or before it was read at all).
+    fn mark_stalled(&mut self, waited: Duration) {
+        let mut unread_count = 0;
+        for pending in &mut self.pending {
+            if let Pending::Claims(slot_index) = *pending {
+                let error = IoError::DeviceStalled { waited };
+                *pending = Pending::Judged(slot_index, Verdict::Unreadable(error));
+                unread_count += 1;
+            }
+        }
+        self.stalled = Some((waited, unread_count));
+    }
 }
 
 /// How often validation reports progress, in entries.
@@ -33,17 +53,27 @@ const PROGRESS_EVERY_ENTRIES: u64 = 1 << 14;
 impl Validation<'_> {
     /// Takes every entry from `source`, applies the per-entry rules and, with `verify`, reads
     /// and judges each claimed slot's header. Returns the ledger for resolution.
+    ///
+    /// Buffers come from `pool`, and from `reserve` while the engine holds buffers of reads
+    /// that timed out. If the device stalls (nothing comes back for the stream's stall
+    /// timeout) every entry is still taken from `source`, and each claim not yet answered is
+    /// judged unreadable ([`IoError::DeviceStalled`]).
+    ///
+    /// # Errors
+    /// [`StreamError::OpTooLarge`] (a header read larger than a pool buffer: a bug).
     pub(crate) fn run<'a>(
         &self,
         engine: &mut dyn Engine,
-        pool: &BufferPool,
+        pools: (&BufferPool, &BufferPool),
         source: impl Iterator<Item = CheckpointEntry<'a>>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Ledger<'a>, StreamError> {
+        let (pool, reserve) = pools;
         let ledger = RefCell::new(Ledger {
             entries: Vec::new(),
             pending: Vec::new(),
             claims: Claims::new(),
+            stalled: None,
         });
         let specs = source.filter_map(|entry| {
             let mut ledger = ledger.borrow_mut();
@@ -69,8 +99,9 @@ impl Validation<'_> {
             spec
         });
         let mut judged = 0u64;
-        Stream::new(engine, pool)
+        let streamed = Stream::new(engine, pool)
             .window(self.window_ops_max)
+            .reserve(reserve)
             .run_reads(specs, |completion| {
                 let mut ledger = ledger.borrow_mut();
                 let entry_index = completion.tag() as usize;
@@ -87,8 +118,15 @@ impl Validation<'_> {
                         total: ledger.entries.len() as u64,
                     });
                 }
-            })?;
-        Ok(ledger.into_inner())
+            });
+        let mut ledger = ledger.into_inner();
+        match streamed {
+            Ok(_) => {}
+            // The stream drained `specs`, so every entry is in the ledger.
+            Err(StreamError::Stalled { waited, .. }) => ledger.mark_stalled(waited),
+            Err(error) => return Err(error),
+        }
+        Ok(ledger)
     }
 
     /// What the header read for `entry` says about it.
