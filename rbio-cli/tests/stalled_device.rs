@@ -284,7 +284,10 @@ fn the_issues_run_with_default_timeouts() {
     let (image, offsets) = prepared_image(dir.path());
     let stalled: Vec<usize> = (100..116).collect();
     let stalls = Stalls {
-        ranges: stalled.iter().map(|&i| offsets[i]..offsets[i] + 1).collect(),
+        ranges: stalled
+            .iter()
+            .map(|&i| offsets[i]..offsets[i] + 1)
+            .collect(),
         delay: Duration::from_secs(45),
     };
     let fs = StallFs::mount(&image, stalls);

@@ -388,10 +388,12 @@ fn derive(
         .collect();
     let geometry = layout().validate(u64::MAX >> 8).unwrap();
     // A dropped unreadable entry was never validated: its slot stays off the free list too.
-    let unread_dropped = expected.report.entries.iter().filter_map(|outcome| {
-        matches!(outcome.state, EntryState::Unreadable { kept: false, .. })
-            .then(|| outcome.offset_bytes.unwrap())
-    });
+    let unread_dropped = expected
+        .report
+        .entries
+        .iter()
+        .filter(|outcome| matches!(outcome.state, EntryState::Unreadable { kept: false, .. }))
+        .map(|outcome| outcome.offset_bytes.unwrap());
     let owned: HashSet<u64> = expected
         .index
         .iter()

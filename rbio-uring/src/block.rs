@@ -35,9 +35,6 @@ pub(crate) struct BlockCodec {
     pub(crate) async_reads: bool,
 }
 
-/// `f_type` of a FUSE file system (`FUSE_SUPER_MAGIC`).
-const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
-
 /// Whether reads of `device` would block the thread that submits them: files on FUSE, whose
 /// reads io_uring performs inline in the submitting call, one after another (measured: 16
 /// reads that FUSE answered after 5 s each took 80 s at window 8, and no timeout could fire).
@@ -49,7 +46,8 @@ pub(crate) fn reads_block_submitter(device: &rbio_core::Device) -> bool {
     // SAFETY: the descriptor is open for as long as `device` lives, and `stat` is a live
     // local the kernel fills.
     let rc = unsafe { libc::fstatfs(device.as_fd().as_raw_fd(), &mut stat) };
-    rc == 0 && i64::from(stat.f_type) == FUSE_SUPER_MAGIC
+    // FUSE_SUPER_MAGIC, in whatever integer type this platform's `f_type` has.
+    rc == 0 && stat.f_type == 0x6573_5546
 }
 
 impl BlockCodec {
@@ -119,9 +117,9 @@ impl Codec for BlockCodec {
             opcode::Nop::new().build()
         } else {
             match request.kind {
-                OpKind::Read if self.async_reads => {
-                    self.read(request, len_bytes as u32).flags(squeue::Flags::ASYNC)
-                }
+                OpKind::Read if self.async_reads => self
+                    .read(request, len_bytes as u32)
+                    .flags(squeue::Flags::ASYNC),
                 OpKind::Read => self.read(request, len_bytes as u32),
                 OpKind::Write => self.write(request, len_bytes as u32),
                 OpKind::Flush => self.flush(),
