@@ -206,8 +206,8 @@ fn posix_bringup_goes_on_when_late_answers_return_the_buffers() {
         delay: Duration::from_millis(400),
     };
     let fs = StallFs::mount(&image, stalls);
-    // A long operation timeout would let the late answers in; this one is shorter than the
-    // delay, and the stall timeout (twice it) longer.
+    // The operation timeout is shorter than the delay, the stall timeout (twice it, counted
+    // from when no buffer is left) far longer.
     let args = [
         "--engine",
         "posix",
@@ -216,7 +216,7 @@ fn posix_bringup_goes_on_when_late_answers_return_the_buffers() {
         "--window",
         "8",
         "--op-timeout",
-        "0.25",
+        OP_TIMEOUT,
     ];
     let (exit, report) = bringup_json(&fs.path(), &args);
     check_accounted(exit, &report, &offsets, &stalled, true);
