@@ -1,12 +1,15 @@
 //! The command line: typed clap-derive arguments for every subcommand, nothing else.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rbio_recovery::{DevicePathPolicy, KeyNamespace, Layout};
+use rbio_recovery::KeyNamespace;
 
-use rbio_engines::{EngineConfig, EngineKind, WINDOW_MAX, WORKERS_MAX};
+use rbio_engines::{
+    BringupSettings, EngineConfig, EngineKind, LayoutFlags, WINDOW_DEFAULT, WINDOW_MAX, WORKERS_MAX,
+};
 
 /// The most entries `demo`, `prepare` and `bench` make: far beyond a real checkpoint
 /// (LMCache's default 256 MiB metadata region holds about 700k), and small enough that no
@@ -86,34 +89,18 @@ pub struct LayoutArgs {
 }
 
 impl LayoutArgs {
-    /// The layout the flags give, LMCache's defaults for those not given.
-    pub fn layout(&self) -> Layout {
-        let defaults = Layout::default();
-        Layout {
-            block_align: self.block_align.unwrap_or(defaults.block_align),
-            header_bytes: self.header_bytes.unwrap_or(defaults.header_bytes),
-            slot_bytes: self.slot_bytes.unwrap_or(defaults.slot_bytes),
-            meta_total_bytes: self.meta_total_bytes.unwrap_or(defaults.meta_total_bytes),
+    /// The flags as the library takes them (geometry `None` where not given).
+    pub fn flags(&self) -> LayoutFlags {
+        LayoutFlags {
+            block_align: self.block_align,
+            header_bytes: self.header_bytes,
+            slot_bytes: self.slot_bytes,
+            meta_total_bytes: self.meta_total_bytes,
+            capacity_bytes: self.capacity_bytes,
             meta_magic: self.meta_magic,
             meta_version: self.meta_version,
-            capacity_bytes: self.capacity_bytes.unwrap_or(defaults.capacity_bytes),
             namespace: self.namespace.into(),
         }
-    }
-
-    /// Whether any geometry flag (`--block-align`, `--header-bytes`, `--slot-bytes`,
-    /// `--meta-total-bytes`, `--capacity-bytes`) was given: bringup and inspect then use the
-    /// flags; else they read the layout from the device.
-    pub fn geometry_given(&self) -> bool {
-        [
-            self.block_align,
-            self.header_bytes,
-            self.slot_bytes,
-            self.meta_total_bytes,
-            self.capacity_bytes,
-        ]
-        .iter()
-        .any(Option::is_some)
     }
 }
 
@@ -132,19 +119,6 @@ pub struct DevicePathArgs {
     /// The path the checkpoint's device_path must name [default: DEVICE as given].
     #[arg(long, value_name = "PATH")]
     pub device_path: Option<String>,
-}
-
-impl DevicePathArgs {
-    /// The policy the flags ask for.
-    pub fn policy(&self) -> DevicePathPolicy {
-        if self.ignore_device_path {
-            DevicePathPolicy::Ignore
-        } else if self.strict_device_path {
-            DevicePathPolicy::Strict
-        } else {
-            DevicePathPolicy::SameDevice
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -177,7 +151,7 @@ pub struct EngineArgs {
     pub workers: Option<usize>,
     /// Header reads in flight at once, 1 to 32768 (the io_uring window, the validation
     /// window).
-    #[arg(long, value_name = "OPS", default_value_t = 256,
+    #[arg(long, value_name = "OPS", default_value_t = WINDOW_DEFAULT,
           value_parser = count_in(1, WINDOW_MAX as u64))]
     pub window: usize,
     /// uring: hand the kernel at most this many SQEs per io_uring_enter [default: a whole
@@ -200,19 +174,52 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    /// Whether bringup and inspect read with O_DIRECT (where the device takes it).
-    pub fn read_direct(&self) -> bool {
-        !self.buffered
-    }
-
     /// The engine configuration these flags describe.
     pub fn config(&self) -> EngineConfig {
-        EngineConfig {
-            kind: self.engine.unwrap_or_else(rbio_engines::best_available),
+        self.settings().engine_config()
+    }
+
+    /// Bringup's settings with these engine flags and every other one at its default.
+    fn settings(&self) -> BringupSettings {
+        BringupSettings {
+            engine: self.engine,
             workers: self.workers,
             window: self.window,
-            fixed_buffers: self.fixed_buffers,
             sqes_per_enter: self.sqes_per_enter,
+            fixed_buffers: self.fixed_buffers,
+            buffered: self.buffered,
+            ..BringupSettings::default()
+        }
+    }
+}
+
+impl BringupArgs {
+    /// The settings the library's bringup takes.
+    pub fn settings(&self) -> BringupSettings {
+        BringupSettings {
+            layout: self.layout.flags(),
+            op_timeout: self.op_timeout,
+            ignore_device_path: self.path_check.ignore_device_path,
+            strict_device_path: self.path_check.strict_device_path,
+            device_path: self.path_check.device_path.clone(),
+            verify: !self.no_verify,
+            drop_unreadable: self.drop_unreadable,
+            entries: self.entries,
+            ..self.engine.settings()
+        }
+    }
+}
+
+impl InspectArgs {
+    /// The settings the library's inspection takes.
+    pub fn settings(&self) -> BringupSettings {
+        BringupSettings {
+            layout: self.layout.flags(),
+            ignore_device_path: self.path_check.ignore_device_path,
+            strict_device_path: self.path_check.strict_device_path,
+            device_path: self.path_check.device_path.clone(),
+            entries: self.entries,
+            ..self.engine.settings()
         }
     }
 }
@@ -304,9 +311,16 @@ pub struct BringupArgs {
     /// Skip slot-header validation (LMCache's meta_verify_on_load = false).
     #[arg(long)]
     pub no_verify: bool,
-    /// Drop entries whose header could not be read, as LMCache does (default: keep them).
+    /// Drop entries whose header could not be read or was never answered, as LMCache does
+    /// (default: keep them). Their slots stay off the free list either way.
     #[arg(long)]
     pub drop_unreadable: bool,
+    /// posix, uring, nvme: a header read the device has not answered after SECS (fractions
+    /// allowed, e.g. 0.5) is unreadable; if nothing comes back for twice that, the headers not
+    /// yet read are unreadable too ("device stalled") [default: the engine's, 30 s]. The
+    /// serial engine has no timeout.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub op_timeout: Option<Duration>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -417,6 +431,19 @@ fn parse_magic(text: &str) -> Result<[u8; 8], String> {
 }
 
 /// `--engine`'s value, by the names rbio-engines gives.
+/// Parses a positive number of seconds, fractions allowed.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(format!(
+            "{text:?} is not a positive, finite number of seconds"
+        )),
+    }
+}
+
 fn parse_engine(name: &str) -> Result<EngineKind, String> {
     name.parse()
         .map_err(|error: rbio_engines::UnknownEngine| error.to_string())
@@ -433,6 +460,15 @@ mod tests {
     }
 
     #[test]
+    fn op_timeout_takes_positive_fractional_seconds() {
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
+        for bad in ["0", "-1", "nan", "inf", "soon", "1e30"] {
+            assert!(parse_seconds(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
     fn byte_counts_take_binary_suffixes() {
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert_eq!(parse_bytes("64K"), Ok(65536));
@@ -444,12 +480,16 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_lmcache_defaults() {
+    fn bringup_defaults_are_the_librarys_and_lmcaches() {
         let cli = Cli::parse_from(["rbio", "bringup", "/dev/x"]);
         let Command::Bringup(args) = cli.command else {
             panic!("bringup")
         };
-        assert_eq!(args.layout.layout(), Layout::default());
-        assert!(args.engine.fixed_buffers);
+        // The Python package starts from BringupSettings::default(): same defaults.
+        assert_eq!(args.settings(), BringupSettings::default());
+        assert_eq!(
+            args.layout.flags().layout(),
+            rbio_recovery::Layout::default()
+        );
     }
 }

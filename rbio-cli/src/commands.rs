@@ -6,41 +6,24 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use rbio_core::{BufferPool, Device, OpError, PAGE_BYTES};
+use rbio_core::{Device, OpError};
 use rbio_recovery::{
-    inspect, open_device, prepare, read_layout, Bringup, BringupOptions, CheckpointDamage, Damage,
-    DamagePlan, ExpectedState, InspectOptions, Inspection, Layout, LayoutSource, MirrorStatus,
-    MirrorVerdict, PrepareSpec, Report, SlotPlacement, WriteError,
+    open_device, prepare, CheckpointDamage, Damage, DamagePlan, ExpectedState, Inspection,
+    MirrorStatus, MirrorVerdict, PrepareSpec, Report, SlotPlacement, WriteError,
 };
 
-use crate::args::{
-    BringupArgs, CheckpointDamageArg, EngineArgs, InspectArgs, LayoutArgs, PrepareArgs,
-};
+use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
-use rbio_engines::{open_device_for, EngineConfig};
+use rbio_engines::{tiny_pool, EngineConfig};
 
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
-    let config = args.engine.config();
-    let device = open_for_reading(config.kind, &args.device, &args.engine)?;
-    let (layout, layout_source) = layout_of(&device, config, &args.layout)?;
-    let options = BringupOptions {
-        layout,
-        layout_source,
-        configured_device_path: args.path_check.device_path.clone(),
-        device_path_policy: args.path_check.policy(),
-        verify: !args.no_verify,
-        keep_unreadable: !args.drop_unreadable,
-        window_ops_max: config.window.max(1),
-        report_all_entries: args.entries,
-    };
-    let bringup = Bringup::new(device.clone(), options)?;
-    let mut engine = config.build(&device, bringup.header_pool())?;
-    note_direct_refused(&device);
+    let ready = args.settings().prepare(&args.device)?;
+    note_direct_refused(ready.device());
     let bar = Bar::new("bringup");
-    let recovered = bringup.run(&mut *engine, &mut |progress| bar.bringup(progress))?;
+    let recovered = ready.run(&mut |progress| bar.bringup(progress))?;
     bar.finish();
     if args.json {
         println!("{}", recovered.to_json());
@@ -48,16 +31,6 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
         print!("{}", render::bringup_text(&recovered, args.entries));
     }
     Ok(exit_of(&recovered.report))
-}
-
-/// Opens the device for bringup or inspect: with O_DIRECT unless `--buffered`, falling back
-/// to the page cache where the file system refuses it ([`note_direct_refused`] says so).
-fn open_for_reading(
-    kind: rbio_engines::EngineKind,
-    path: &Path,
-    engine: &EngineArgs,
-) -> Result<Arc<Device>, Failure> {
-    Ok(open_device_for(kind, path, engine.read_direct())?)
 }
 
 /// One line on stderr when O_DIRECT was refused, once the command is past its setup (a
@@ -69,28 +42,6 @@ fn note_direct_refused(device: &Device) {
             device.path().display()
         );
     }
-}
-
-/// The layout the geometry flags give, or when none is given, the one the device records
-/// (read through an engine like `config` that brings its own buffers).
-fn layout_of(
-    device: &Arc<Device>,
-    config: EngineConfig,
-    flags: &LayoutArgs,
-) -> Result<(Layout, LayoutSource), Failure> {
-    if flags.geometry_given() {
-        return Ok((flags.layout(), LayoutSource::Configured));
-    }
-    let config = EngineConfig {
-        fixed_buffers: false,
-        ..config
-    };
-    let mut engine = config.build(device, &tiny_pool()?)?;
-    let found = read_layout(device, &mut *engine, &flags.layout())?;
-    let source = LayoutSource::Device {
-        mirror_index: found.mirror_index,
-    };
-    Ok((found.layout, source))
 }
 
 /// The exit status a bringup report calls for: 4 when the checkpoint was ignored as a whole,
@@ -133,35 +84,14 @@ fn inspect_exit(inspection: &Inspection) -> Exit {
 
 /// `rbio inspect`: reads both mirrors and prints what they hold.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
-    let config = args.engine.config();
-    let device = open_for_reading(config.kind, &args.device, &args.engine)?;
-    let (layout, layout_source) = layout_of(&device, config, &args.layout)?;
-    let options = InspectOptions {
-        layout,
-        layout_source,
-        configured_device_path: args.path_check.device_path.clone(),
-        device_path_policy: args.path_check.policy(),
-        list_entries: args.entries,
-    };
-    // The inspection reads through its own pool: no buffers to register.
-    let config = EngineConfig {
-        fixed_buffers: false,
-        ..config
-    };
-    let mut engine = config.build(&device, &tiny_pool()?)?;
+    let (inspection, device) = args.settings().inspect(&args.device)?;
     note_direct_refused(&device);
-    let inspection = inspect(&device, &mut *engine, &options)?;
     if args.json {
         println!("{}", inspection.to_json());
     } else {
         print!("{}", render::inspect_text(&inspection));
     }
     Ok(inspect_exit(&inspection))
-}
-
-/// A one-buffer pool for engines whose work brings its own buffers.
-pub fn tiny_pool() -> Result<BufferPool, Failure> {
-    Ok(BufferPool::new(PAGE_BYTES, 1, PAGE_BYTES)?)
 }
 
 /// `rbio prepare`: writes an image with the asked-for entries and damage.
@@ -178,7 +108,7 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
         damage: damage_plan(&args.damage, args.seed)?,
         checkpoints: args.checkpoints,
         checkpoint_damage: checkpoint_damage(args.checkpoint_damage),
-        ..PrepareSpec::new(args.layout.layout(), args.entries)
+        ..PrepareSpec::new(args.layout.flags().layout(), args.entries)
     };
     // Everything is checked before the target is created or truncated: a bad spec or layout
     // leaves an existing image as it was.
@@ -405,7 +335,7 @@ fn checkpoint_damage(arg: CheckpointDamageArg) -> CheckpointDamage {
 mod tests {
     use super::*;
     use rbio_core::{Errno, IoError, OpInfo, OpKind};
-    use rbio_recovery::{ChosenCheckpoint, Counts};
+    use rbio_recovery::{ChosenCheckpoint, Counts, Layout, LayoutSource};
 
     /// Mirror 0 as the device failed to deliver it, mirror 1 valid.
     fn mirrors_with_one_unreadable() -> Vec<MirrorStatus> {

@@ -15,11 +15,11 @@ use serde_json::json;
 use tempfile::TempDir;
 
 use crate::args::DemoArgs;
-use crate::commands::tiny_pool;
 use crate::exit::{Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render::{self, Table};
 use crate::system::{self, CacheDropper};
+use rbio_engines::tiny_pool;
 use rbio_engines::EngineConfig;
 
 /// The damage the demo does, at these fractions of the entry count.

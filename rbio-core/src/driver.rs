@@ -7,10 +7,11 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::buffer::BufferPool;
+use crate::buffer::{Buffer, BufferPool};
 use crate::completion::Completion;
 use crate::engine::{Engine, Wait};
 use crate::op::{Op, OpInfo, OpKind};
+use crate::ready::poll_readable;
 
 /// An operation to perform, before a buffer is attached to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,11 +70,19 @@ pub enum StreamError {
         /// The pool's buffer size.
         buffer_bytes: usize,
     },
-    /// The engine returned nothing for `waited` although operations were pending: it broke
-    /// its deadline contract. The pending operations stay with the engine.
+    /// Nothing came back for the stall timeout: no completion although operations were
+    /// pending (the engine broke its deadline contract), or no buffer although the engine
+    /// held some (the device kept them). The operations the iterator had not yielded were
+    /// drained from it, never started, and counted in `unstarted_count`; the pending ones stay
+    /// with the engine. A caller learns which operations were never answered as those it
+    /// did not visit.
     Stalled {
         /// Operations submitted but never completed.
         pending_count: usize,
+        /// Buffers the engine still held for operations it had completed without them.
+        held_buffer_count: usize,
+        /// Operations never submitted.
+        unstarted_count: usize,
         /// How long the driver waited.
         waited: Duration,
     },
@@ -87,10 +96,13 @@ impl fmt::Display for StreamError {
             }
             StreamError::Stalled {
                 pending_count,
+                held_buffer_count,
+                unstarted_count,
                 waited,
             } => write!(
                 f,
-                "engine stalled: {pending_count} operations pending, no completion for {waited:?}"
+                "engine stalled: nothing came back for {waited:?} with {pending_count} operations \
+                 pending and {held_buffer_count} buffers held; {unstarted_count} operations not started"
             ),
         }
     }
@@ -136,34 +148,65 @@ pub struct StreamStats {
 pub struct Stream<'a, E: Engine + ?Sized> {
     engine: &'a mut E,
     pool: &'a BufferPool,
+    reserve: Option<&'a BufferPool>,
     window_ops_max: usize,
     stall_timeout: Duration,
 }
 
-/// How long a stream waits for a completion before it declares the engine stalled.
+/// How long a stream waits for a completion before it declares an engine without an
+/// operation timeout stalled.
 pub const STALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(60);
 
+/// The stall timeout for an engine whose [`Engine::op_timeout`] is `op_timeout` (retries
+/// included): twice that, so that every operation the device answers late has timed out,
+/// and every buffer it answers for has come back, well before the stream gives up;
+/// [`STALL_TIMEOUT_DEFAULT`] for an engine without a timeout.
+pub fn stall_timeout_for(op_timeout: Option<Duration>) -> Duration {
+    op_timeout.map_or(STALL_TIMEOUT_DEFAULT, |timeout| timeout.saturating_mul(2))
+}
+
+/// An operation spec with or without the buffer it needs.
+enum Attached {
+    Op(Op),
+    /// No buffer is free: the spec waits for one.
+    NoBuffer(OpSpec),
+    TooLarge(StreamError),
+}
+
 impl<'a, E: Engine + ?Sized> Stream<'a, E> {
-    /// A stream over `engine` with buffers from `pool`; the window defaults to the pool size.
+    /// A stream over `engine` with buffers from `pool`; the window defaults to the pool size
+    /// and the stall timeout to [`stall_timeout_for`] the engine's operation timeout.
     pub fn new(engine: &'a mut E, pool: &'a BufferPool) -> Self {
         let window_ops_max = pool.buffer_count();
+        let stall_timeout = stall_timeout_for(engine.op_timeout());
         Stream {
             engine,
             pool,
+            reserve: None,
             window_ops_max,
-            stall_timeout: STALL_TIMEOUT_DEFAULT,
+            stall_timeout,
         }
     }
 
-    /// Keeps at most `window_ops_max` operations in flight (never more than the pool holds).
+    /// Keeps at most `window_ops_max` operations in flight (never more than the pool holds,
+    /// plus the reserve while the engine holds buffers).
     pub fn window(mut self, window_ops_max: usize) -> Self {
         self.window_ops_max = window_ops_max.max(1);
         self
     }
 
-    /// How long to wait for any completion before giving up on the engine.
+    /// How long to wait for any completion, or for a held buffer to come back, before
+    /// giving up on the engine.
     pub fn stall_timeout(mut self, stall_timeout: Duration) -> Self {
         self.stall_timeout = stall_timeout;
+        self
+    }
+
+    /// Buffers to use in place of those the engine holds after timeouts, so that the device
+    /// keeps working on other operations while it sits on a stuck one. Taken only while
+    /// [`Engine::held_buffer_count`] is not zero; memory stays bounded by both pools.
+    pub fn reserve(mut self, reserve: &'a BufferPool) -> Self {
+        self.reserve = Some(reserve);
         self
     }
 
@@ -182,12 +225,17 @@ impl<'a, E: Engine + ?Sized> Stream<'a, E> {
     /// Runs any operations: `fill` writes each write's bytes into its buffer before
     /// submission, `visit` sees each completion. Completions arrive in the engine's order.
     ///
+    /// When every buffer is with the engine (held after timeouts) and none is in flight, the
+    /// stream waits on the engine's readiness fd for one to come back, taking buffers from
+    /// the [`reserve`](Stream::reserve) meanwhile. It returns `Ok` only once every operation
+    /// has been visited.
+    ///
     /// # Errors
     /// [`StreamError::OpTooLarge`] for an operation larger than a pool buffer (after the
-    /// operations in flight have completed), [`StreamError::Stalled`] if the engine returns
-    /// nothing for the stall timeout while operations are pending.
+    /// operations in flight have completed), [`StreamError::Stalled`] if nothing comes back
+    /// for the stall timeout while operations are pending or buffers held.
     pub fn run(
-        self,
+        mut self,
         specs: impl IntoIterator<Item = OpSpec>,
         mut fill: impl FnMut(&OpInfo, &mut [u8]),
         mut visit: impl FnMut(&Completion),
@@ -199,28 +247,45 @@ impl<'a, E: Engine + ?Sized> Stream<'a, E> {
         let mut stats = StreamStats::default();
         let mut in_flight_count = 0usize;
         let mut too_large = None;
+        // The spec that found no buffer free, and since when the stream has waited for one.
+        let mut waiting: Option<OpSpec> = None;
+        let mut starved_since: Option<Instant> = None;
         loop {
             while too_large.is_none() && in_flight_count + batch.len() < window_ops_max {
-                match self.next_op(&mut specs, &mut fill) {
-                    Some(Ok(op)) => batch.push(op),
-                    Some(Err(error)) => too_large = Some(error),
-                    None => break,
+                let Some(spec) = waiting.take().or_else(|| specs.next()) else {
+                    break;
+                };
+                match self.attach(spec, &mut fill) {
+                    Attached::Op(op) => batch.push(op),
+                    Attached::NoBuffer(spec) => {
+                        waiting = Some(spec);
+                        break;
+                    }
+                    Attached::TooLarge(error) => too_large = Some(error),
                 }
             }
             in_flight_count += batch.len();
             stats.in_flight_max = stats.in_flight_max.max(in_flight_count);
             if !batch.is_empty() {
+                starved_since = None;
                 self.engine.submit(&mut batch);
             }
             if in_flight_count == 0 {
-                return too_large.map_or(Ok(stats), Err);
+                if let Some(error) = too_large {
+                    return Err(error);
+                }
+                if waiting.is_none() {
+                    return Ok(stats);
+                }
+                let since = *starved_since.get_or_insert_with(Instant::now);
+                if !self.await_buffer(since + self.stall_timeout) {
+                    return Err(self.stalled(waiting, &mut specs, since.elapsed()));
+                }
+                continue;
             }
             let deadline = Instant::now() + self.stall_timeout;
             if self.engine.reap(&mut completions, Wait::Until(deadline)) == 0 {
-                return Err(StreamError::Stalled {
-                    pending_count: self.engine.pending_count(),
-                    waited: self.stall_timeout,
-                });
+                return Err(self.stalled(waiting, &mut specs, self.stall_timeout));
             }
             in_flight_count -= completions.len();
             for completion in completions.drain(..) {
@@ -230,32 +295,82 @@ impl<'a, E: Engine + ?Sized> Stream<'a, E> {
         }
     }
 
-    /// The next operation with a buffer attached, `None` when the specs are exhausted or no
-    /// buffer is free (the caller reaps, which returns buffers).
-    fn next_op(
-        &self,
-        specs: &mut impl Iterator<Item = OpSpec>,
-        fill: &mut impl FnMut(&OpInfo, &mut [u8]),
-    ) -> Option<Result<Op, StreamError>> {
-        let buffer = self.pool.take()?;
-        let spec = specs.next()?;
+    /// `spec` with a buffer attached (none for a flush), or back if no buffer is free.
+    fn attach(&self, spec: OpSpec, fill: &mut impl FnMut(&OpInfo, &mut [u8])) -> Attached {
         let info = spec.info;
         if info.kind == OpKind::Flush {
-            return Some(Ok(Op::flush(info.tag)));
+            return Attached::Op(Op::flush(info.tag));
         }
+        let Some(mut buffer) = self.take_buffer() else {
+            return Attached::NoBuffer(spec);
+        };
         if info.len_bytes > buffer.capacity_bytes() {
             let buffer_bytes = buffer.capacity_bytes();
-            return Some(Err(StreamError::OpTooLarge { info, buffer_bytes }));
+            return Attached::TooLarge(StreamError::OpTooLarge { info, buffer_bytes });
         }
-        let mut buffer = buffer;
         buffer.set_len(info.len_bytes);
-        Some(Ok(match info.kind {
+        Attached::Op(match info.kind {
             OpKind::Write => {
                 fill(&info, buffer.as_mut_slice());
                 Op::write(info.tag, info.offset_bytes, buffer)
             }
             _ => Op::read(info.tag, info.offset_bytes, buffer),
-        }))
+        })
+    }
+
+    /// A free buffer from the pool, or from the reserve while the engine holds buffers.
+    fn take_buffer(&self) -> Option<Buffer> {
+        self.pool.take().or_else(|| {
+            let reserve = self
+                .reserve
+                .filter(|_| self.engine.held_buffer_count() > 0)?;
+            reserve.take()
+        })
+    }
+
+    /// Whether a buffer could be taken now.
+    fn buffer_free(&self) -> bool {
+        let free = |pool: &BufferPool| pool.taken_count() < pool.buffer_count();
+        free(self.pool) || (self.engine.held_buffer_count() > 0 && self.reserve.is_some_and(free))
+    }
+
+    /// Waits, on the engine's readiness fd, until a buffer is free; `false` if none is by
+    /// `deadline`, or none can come back because the engine holds none.
+    fn await_buffer(&mut self, deadline: Instant) -> bool {
+        // Asked for first: an engine may keep its fd accurate only once someone holds it
+        // (io_uring registers it with the ring at the next reap).
+        let _ = self.engine.readiness();
+        let mut nothing = Vec::new();
+        loop {
+            // Lets go of the buffers the device has given back, and clears the fd.
+            self.engine.reap(&mut nothing, Wait::Nothing);
+            debug_assert!(nothing.is_empty(), "a completion with nothing in flight");
+            if self.buffer_free() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.engine.held_buffer_count() == 0 || left.is_zero() {
+                return false;
+            }
+            let left_ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            poll_readable(self.engine.readiness(), left_ms);
+        }
+    }
+
+    /// The error for a stream that got nothing back for `waited`: drains and counts the
+    /// operations not started.
+    fn stalled(
+        &mut self,
+        waiting: Option<OpSpec>,
+        specs: &mut impl Iterator<Item = OpSpec>,
+        waited: Duration,
+    ) -> StreamError {
+        StreamError::Stalled {
+            pending_count: self.engine.pending_count(),
+            held_buffer_count: self.engine.held_buffer_count(),
+            unstarted_count: usize::from(waiting.is_some()) + specs.count(),
+            waited,
+        }
     }
 }
 

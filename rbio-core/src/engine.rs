@@ -1,7 +1,7 @@
 //! The engine interface: submit batches of operations, reap their completions.
 
 use std::os::fd::BorrowedFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::completion::Completion;
 use crate::op::Op;
@@ -49,9 +49,12 @@ pub struct Capabilities {
 ///   [`IoError::TimedOut`](crate::IoError::TimedOut).
 /// - While an operation is in flight its buffer belongs to the engine. A completion carries the
 ///   buffer back when the device is done with it, or no buffer if the device never answered;
-///   the engine then frees the buffer only once the kernel has let go of it.
+///   the engine then frees the buffer only once the kernel has let go of it. Until then the
+///   buffer counts in [`held_buffer_count`](Engine::held_buffer_count); when the kernel lets
+///   go, the readiness fd becomes readable, and the next `reap` (any wait, even with nothing
+///   pending) returns the buffer to its pool and clears the fd.
 /// - [`readiness`](Engine::readiness) is readable whenever `reap(Wait::Nothing)` would return
-///   a completion.
+///   a completion or give a held buffer back.
 /// - Dropping the engine with operations pending neither hangs beyond a bounded time nor frees
 ///   memory the kernel may still write.
 pub trait Engine: Send {
@@ -69,6 +72,52 @@ pub trait Engine: Send {
 
     /// An fd that is readable when there is something to reap, for `poll`/`epoll`/`polling`.
     fn readiness(&self) -> BorrowedFd<'_>;
+
+    /// Buffers of operations already completed without them (timed out or canceled while the
+    /// device still had them) that the engine holds until the device lets go. Each one's
+    /// return is announced on the readiness fd. An engine that never keeps a buffer past its
+    /// completion (the default) says 0.
+    fn held_buffer_count(&self) -> usize {
+        0
+    }
+
+    /// The longest an operation stays unanswered before the engine completes it as timed out,
+    /// its retries included; `None` (the default) for an engine without a timeout, whose
+    /// operations take as long as the device does.
+    fn op_timeout(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// Forwards every call, so a wrapper can borrow an engine instead of owning it.
+impl<E: Engine + ?Sized> Engine for &mut E {
+    fn capabilities(&self) -> Capabilities {
+        (**self).capabilities()
+    }
+
+    fn submit(&mut self, ops: &mut Vec<Op>) {
+        (**self).submit(ops)
+    }
+
+    fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
+        (**self).reap(completions, wait)
+    }
+
+    fn pending_count(&self) -> usize {
+        (**self).pending_count()
+    }
+
+    fn readiness(&self) -> BorrowedFd<'_> {
+        (**self).readiness()
+    }
+
+    fn held_buffer_count(&self) -> usize {
+        (**self).held_buffer_count()
+    }
+
+    fn op_timeout(&self) -> Option<Duration> {
+        (**self).op_timeout()
+    }
 }
 
 impl<E: Engine + ?Sized> Engine for Box<E> {
@@ -90,5 +139,13 @@ impl<E: Engine + ?Sized> Engine for Box<E> {
 
     fn readiness(&self) -> BorrowedFd<'_> {
         (**self).readiness()
+    }
+
+    fn held_buffer_count(&self) -> usize {
+        (**self).held_buffer_count()
+    }
+
+    fn op_timeout(&self) -> Option<Duration> {
+        (**self).op_timeout()
     }
 }

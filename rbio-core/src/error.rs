@@ -163,6 +163,13 @@ pub enum IoError {
         /// The timeout that expired.
         timeout: Duration,
     },
+    /// Never performed: the engine still held every buffer of earlier operations the device
+    /// had not answered, and none came back within the stream's stall timeout. No answer,
+    /// like [`IoError::TimedOut`].
+    DeviceStalled {
+        /// How long the stream waited for a buffer.
+        waited: Duration,
+    },
     /// The engine or device cannot perform this kind of operation.
     Unsupported {
         /// What is unsupported, in a few words.
@@ -216,13 +223,16 @@ impl ErrorClass {
 impl IoError {
     /// Sorts the error: a configuration error (EINVAL, EOPNOTSUPP, ENOSYS, EBADF, EFAULT, a
     /// misaligned request or a buffer mismatch caught by rbio, an unsupported operation, NVMe
-    /// "invalid field" or "LBA out of range"), no answer (a timeout, a cancellation), or else
+    /// "invalid field" or "LBA out of range"), no answer (a timeout, a cancellation, a stalled
+    /// device), or else
     /// a device answer (EIO, ENODATA, EILSEQ, ETIMEDOUT, EAGAIN after its retries, NVMe media
     /// and data-integrity statuses, a short transfer, a range past the device's end, any code
     /// not named here).
     pub fn class(&self) -> ErrorClass {
         let fix = match self {
-            IoError::TimedOut { .. } | IoError::Canceled => return ErrorClass::NoAnswer,
+            IoError::TimedOut { .. } | IoError::Canceled | IoError::DeviceStalled { .. } => {
+                return ErrorClass::NoAnswer
+            }
             IoError::Os(errno) => match *errno {
                 Errno::EINVAL => FIX_ALIGNMENT,
                 Errno::EOPNOTSUPP | Errno::ENOSYS => FIX_ENGINE,
@@ -253,7 +263,7 @@ impl IoError {
     ///
     /// `false` for timeouts and cancellations: nothing is known about the data.
     pub fn is_device_answer(&self) -> bool {
-        !matches!(self, IoError::TimedOut { .. } | IoError::Canceled)
+        self.class() != ErrorClass::NoAnswer
     }
 }
 
@@ -281,6 +291,12 @@ impl fmt::Display for IoError {
             ),
             IoError::Canceled => write!(f, "canceled"),
             IoError::TimedOut { timeout } => write!(f, "timed out after {timeout:?}"),
+            IoError::DeviceStalled { waited } => {
+                write!(
+                    f,
+                    "device stalled: not read, no buffer came back for {waited:?}"
+                )
+            }
             IoError::Unsupported { what } => write!(f, "unsupported: {what}"),
         }
     }
@@ -439,6 +455,10 @@ mod tests {
         }
         .is_device_answer());
         assert!(!IoError::Canceled.is_device_answer());
+        assert!(!IoError::DeviceStalled {
+            waited: Duration::from_secs(1)
+        }
+        .is_device_answer());
         assert!(IoError::Os(Errno::EIO).is_device_answer());
     }
 

@@ -13,7 +13,7 @@ use crate::completion::Completion;
 use crate::engine::{Capabilities, Engine, Wait};
 use crate::error::{Errno, IoError};
 use crate::op::{Op, OpInfo, OpKind};
-use crate::ready::{Readiness, ReadinessSet};
+use crate::ready::{Alarm, Readiness, ReadinessSet};
 use crate::tag_map::TagMap;
 
 /// What happens to an operation the plan picks.
@@ -37,6 +37,13 @@ pub enum Fault {
     /// Never reaches the device; completes as [`IoError::TimedOut`] when the plan's stall
     /// timeout has passed, like an operation the device never answered.
     Stall,
+    /// As [`Fault::Stall`], but the completion comes without its buffer, which the engine
+    /// keeps for `held` more (what the kernel does with the buffer of a read stuck in the
+    /// device) and then returns to its pool, announcing it on the readiness fd.
+    StallHolding {
+        /// How long the buffer stays with the engine after the timeout.
+        held: Duration,
+    },
 }
 
 /// Which operations a rule picks.
@@ -144,21 +151,36 @@ pub struct FaultCounts {
     pub transient: u64,
     /// Operations stalled until their timeout.
     pub stalled: u64,
+    /// Buffers of stalled operations held past their timeout and since given back.
+    pub held_returned: u64,
+}
+
+/// A stalled operation: its timed-out completion, due at `deadline`, and for
+/// [`Fault::StallHolding`] the operation itself, whose buffer the engine keeps for `held`
+/// after the deadline.
+struct Stalled {
+    deadline: Instant,
+    timed_out: Completion,
+    holding: Option<(Duration, Op)>,
 }
 
 /// An engine that injects the faults of a [`FaultPlan`] into another.
 ///
-/// Its readiness fd is readable when the inner engine's is or an injected failure waits;
-/// a stalled operation surfaces at the first reap after its timeout.
+/// Its readiness fd is readable when the inner engine's is, an injected failure waits, a
+/// stalled operation's timeout has passed or a held buffer is due back; a stalled operation
+/// surfaces, and a held buffer goes back to its pool, at the first reap after its instant.
 pub struct FaultyEngine<E> {
     inner: E,
     plan: FaultPlan,
     shortened: TagMap<Option<usize>>,
     injected: VecDeque<Completion>,
-    stalled: Vec<(Instant, Completion)>,
+    stalled: Vec<Stalled>,
+    /// Buffers of timed-out operations, each with the instant it goes back to its pool.
+    holding: Vec<(Instant, Op)>,
     submissions: HashMap<(OpKind, u64), u32>,
     counts: FaultCounts,
     own_readiness: Readiness,
+    alarm: Alarm,
     readiness: ReadinessSet,
 }
 
@@ -169,8 +191,10 @@ impl<E: Engine> FaultyEngine<E> {
     /// The error of creating the readiness eventfd or epoll set.
     pub fn new(inner: E, plan: FaultPlan) -> io::Result<Self> {
         let own_readiness = Readiness::new()?;
+        let alarm = Alarm::new()?;
         let readiness = ReadinessSet::new()?;
         readiness.add(own_readiness.as_fd())?;
+        readiness.add(alarm.as_fd())?;
         readiness.add(inner.readiness())?;
         Ok(FaultyEngine {
             inner,
@@ -178,9 +202,11 @@ impl<E: Engine> FaultyEngine<E> {
             shortened: TagMap::new(),
             injected: VecDeque::new(),
             stalled: Vec::new(),
+            holding: Vec::new(),
             submissions: HashMap::new(),
             counts: FaultCounts::default(),
             own_readiness,
+            alarm,
             readiness,
         })
     }
@@ -212,8 +238,20 @@ impl<E: Engine> FaultyEngine<E> {
             Some(Fault::Stall) => {
                 self.counts.stalled += 1;
                 let timeout = self.plan.stall_timeout;
-                let timed_out = op.complete(Err(IoError::TimedOut { timeout }));
-                self.stalled.push((Instant::now() + timeout, timed_out));
+                self.stalled.push(Stalled {
+                    deadline: Instant::now() + timeout,
+                    timed_out: op.complete(Err(IoError::TimedOut { timeout })),
+                    holding: None,
+                });
+            }
+            Some(Fault::StallHolding { held }) => {
+                self.counts.stalled += 1;
+                let timeout = self.plan.stall_timeout;
+                self.stalled.push(Stalled {
+                    deadline: Instant::now() + timeout,
+                    timed_out: Completion::new(info, Err(IoError::TimedOut { timeout }), None),
+                    holding: Some((held, op)),
+                });
             }
             Some(Fault::Short { done_bytes }) => {
                 passed_on.push(self.shortened.wrap(op, Some(done_bytes)));
@@ -222,19 +260,39 @@ impl<E: Engine> FaultyEngine<E> {
         }
     }
 
-    /// Moves expired stalls and injected failures to `completions`.
+    /// Moves expired stalls and injected failures to `completions`, gives back the held
+    /// buffers that are due, and sets the alarm for the next instant something falls due.
     fn release_local(&mut self, completions: &mut Vec<Completion>) {
         let now = Instant::now();
         let mut index = 0;
         while index < self.stalled.len() {
-            if self.stalled[index].0 <= now {
-                completions.push(self.stalled.swap_remove(index).1);
-            } else {
+            if self.stalled[index].deadline > now {
                 index += 1;
+                continue;
             }
+            let stalled = self.stalled.swap_remove(index);
+            if let Some((held, op)) = stalled.holding {
+                self.holding.push((stalled.deadline + held, op));
+            }
+            completions.push(stalled.timed_out);
         }
+        let held_before = self.holding.len();
+        // Dropping the operation returns its buffer to its pool.
+        self.holding.retain(|(due, _)| *due > now);
+        self.counts.held_returned += (held_before - self.holding.len()) as u64;
         completions.extend(self.injected.drain(..));
         self.own_readiness.clear();
+        self.set_alarm();
+    }
+
+    /// Arms the alarm for the next stall timeout or held buffer's return.
+    fn set_alarm(&self) {
+        let next_hold = self.holding.iter().map(|(due, _)| *due).min();
+        let next = match (self.next_stall_deadline(), next_hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.alarm.set(next);
     }
 
     /// Reaps the inner engine and applies short-transfer faults to what it returns.
@@ -260,7 +318,7 @@ impl<E: Engine> FaultyEngine<E> {
     }
 
     fn next_stall_deadline(&self) -> Option<Instant> {
-        self.stalled.iter().map(|(deadline, _)| *deadline).min()
+        self.stalled.iter().map(|stalled| stalled.deadline).min()
     }
 }
 
@@ -277,6 +335,7 @@ impl<E: Engine> Engine for FaultyEngine<E> {
         if !self.injected.is_empty() {
             self.own_readiness.signal();
         }
+        self.set_alarm();
         self.inner.submit(&mut passed_on);
     }
 
@@ -311,6 +370,25 @@ impl<E: Engine> Engine for FaultyEngine<E> {
 
     fn readiness(&self) -> BorrowedFd<'_> {
         self.readiness.as_fd()
+    }
+
+    fn held_buffer_count(&self) -> usize {
+        self.inner.held_buffer_count() + self.holding.len()
+    }
+
+    /// The inner engine's timeout, or the plan's stall timeout if that is longer (or the
+    /// inner engine has none and the plan stalls operations).
+    fn op_timeout(&self) -> Option<Duration> {
+        let stalls = self
+            .plan
+            .rules
+            .iter()
+            .any(|(_, _, fault)| matches!(fault, Fault::Stall | Fault::StallHolding { .. }));
+        let own = stalls.then_some(self.plan.stall_timeout);
+        match (self.inner.op_timeout(), own) {
+            (Some(inner), Some(own)) => Some(inner.max(own)),
+            (inner, own) => inner.or(own),
+        }
     }
 }
 

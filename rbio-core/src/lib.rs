@@ -49,11 +49,13 @@ pub use blocking::{transfer, EINTR_RETRIES_MAX};
 pub use buffer::{Buffer, BufferPool, PoolError, PAGE_BYTES};
 pub use completion::{Completion, OpError};
 pub use device::{Device, DeviceKind, DeviceOptions};
-pub use driver::{OpSpec, Stream, StreamError, StreamStats, STALL_TIMEOUT_DEFAULT};
+pub use driver::{
+    stall_timeout_for, OpSpec, Stream, StreamError, StreamStats, STALL_TIMEOUT_DEFAULT,
+};
 pub use engine::{Capabilities, Engine, Wait};
 pub use error::{Errno, ErrorClass, IoError, NvmeStatus, OpenError};
 pub use fault::{Fault, FaultCounts, FaultPlan, FaultTarget, FaultyEngine};
 pub use op::{Op, OpInfo, OpKind};
-pub use ready::{poll_readable, Readiness, ReadinessSet};
+pub use ready::{poll_readable, Alarm, Readiness, ReadinessSet};
 pub use retry::{Retrying, RETRIES_MAX_DEFAULT};
 pub use serial::{SerialEngine, SERIAL_REAP_OPS_MAX};

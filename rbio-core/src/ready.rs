@@ -1,8 +1,10 @@
-//! Readiness handles: an eventfd an engine signals, and a set that merges several into one fd.
+//! Readiness handles: an eventfd an engine signals, a timer that becomes readable at a chosen
+//! instant, and a set that merges several into one fd.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Instant;
 
 /// An eventfd that an engine makes readable when `reap` has something to hand out.
 ///
@@ -52,6 +54,79 @@ impl Readiness {
 }
 
 impl AsFd for Readiness {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A timerfd on the monotonic clock: readable from the instant it is armed for until it is
+/// disarmed or armed again. Engines that simulate time (the fault injector) announce on it
+/// what becomes reapable at a future instant.
+#[derive(Debug)]
+pub struct Alarm {
+    fd: OwnedFd,
+}
+
+impl Alarm {
+    /// A new, non-blocking, disarmed timer.
+    ///
+    /// # Errors
+    /// The `timerfd_create` system call's error.
+    pub fn new() -> io::Result<Alarm> {
+        // SAFETY: plain system call with constant flags; the result is checked below.
+        let raw = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Alarm { fd })
+    }
+
+    /// Makes the fd readable at `at` (at once if it has passed); `None` disarms it. Either
+    /// way a past expiry no longer makes it readable.
+    pub fn set(&self, at: Option<Instant>) {
+        // An `it_value` of zero disarms; a deadline already passed becomes one nanosecond.
+        let value = at.map_or(
+            libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            |at| {
+                let left = at.saturating_duration_since(Instant::now());
+                libc::timespec {
+                    tv_sec: left.as_secs() as libc::time_t,
+                    tv_nsec: libc::c_long::from(left.subsec_nanos().max(1) as i32),
+                }
+            },
+        );
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: value,
+        };
+        let mut expirations: u64 = 0;
+        // SAFETY: reads 8 bytes into a live local from our own non-blocking timerfd (EAGAIN:
+        // nothing expired), then arms it from a live local the kernel only reads.
+        unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut expirations as *mut u64).cast(),
+                8,
+            );
+            libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut());
+        }
+    }
+}
+
+impl AsFd for Alarm {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -139,6 +214,24 @@ mod tests {
         assert!(readiness.is_signalled());
         readiness.clear();
         assert!(!readiness.is_signalled());
+    }
+
+    #[test]
+    fn alarm_is_readable_from_its_instant_until_set_again() {
+        let alarm = Alarm::new().unwrap();
+        assert!(!poll_readable(alarm.as_fd(), 0));
+        alarm.set(Some(Instant::now()));
+        assert!(
+            poll_readable(alarm.as_fd(), 1000),
+            "a past instant fires at once"
+        );
+        alarm.set(Some(Instant::now() + std::time::Duration::from_secs(3600)));
+        assert!(
+            !poll_readable(alarm.as_fd(), 0),
+            "re-arming clears the expiry"
+        );
+        alarm.set(None);
+        assert!(!poll_readable(alarm.as_fd(), 0));
     }
 
     #[test]

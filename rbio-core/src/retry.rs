@@ -2,7 +2,7 @@
 //! resubmitted up to a bound instead of reaching the caller.
 
 use std::os::fd::BorrowedFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::completion::Completion;
 use crate::engine::{Capabilities, Engine, Wait};
@@ -102,5 +102,17 @@ impl<E: Engine> Engine for Retrying<E> {
 
     fn readiness(&self) -> BorrowedFd<'_> {
         self.inner.readiness()
+    }
+
+    fn held_buffer_count(&self) -> usize {
+        self.inner.held_buffer_count()
+    }
+
+    /// The inner engine's timeout once per submission: the first and each resubmission.
+    fn op_timeout(&self) -> Option<Duration> {
+        let submissions = self.retries_max.saturating_add(1);
+        self.inner
+            .op_timeout()
+            .map(|timeout| timeout.saturating_mul(submissions))
     }
 }

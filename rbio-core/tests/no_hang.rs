@@ -73,6 +73,8 @@ fn a_stream_over_an_engine_that_never_answers_stops_with_stalled() {
             error,
             StreamError::Stalled {
                 pending_count: 4,
+                held_buffer_count: 0,
+                unstarted_count: 12,
                 waited: stall_timeout
             }
         );

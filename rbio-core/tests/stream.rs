@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rbio_core::{
-    BufferPool, Device, Fault, FaultPlan, FaultTarget, FaultyEngine, OpSpec, SerialEngine, Stream,
-    StreamError,
+    stall_timeout_for, BufferPool, Device, Engine, Fault, FaultPlan, FaultTarget, FaultyEngine,
+    IoError, OpSpec, SerialEngine, Stream, StreamError, STALL_TIMEOUT_DEFAULT,
 };
 
 fn image(len_bytes: usize) -> (tempfile::NamedTempFile, Arc<Device>) {
@@ -139,4 +139,102 @@ fn an_operation_larger_than_a_buffer_is_refused_after_draining() {
         "the operations before the oversized one all completed"
     );
     assert_eq!(pool.taken_count(), 0);
+}
+
+/// Every buffer stays with the engine after its operation timed out, for longer than the
+/// stall timeout: the stream ends with `Stalled`, having visited the timed-out operations
+/// once and counted every operation it never started; nothing is lost or reported twice.
+#[test]
+fn buffers_held_past_the_stall_timeout_end_the_stream_with_every_operation_accounted() {
+    const OP_COUNT: u64 = 40;
+    let (_file, device) = image(1 << 20);
+    let serial = SerialEngine::new(device).unwrap();
+    let plan = (0..4u64).fold(
+        FaultPlan::new(1).stall_timeout(Duration::from_millis(20)),
+        |plan, index| {
+            plan.with(
+                FaultTarget::Offset(index * 4096),
+                Fault::StallHolding {
+                    held: Duration::from_secs(3600),
+                },
+            )
+        },
+    );
+    let mut engine = FaultyEngine::new(serial, plan).unwrap();
+    assert_eq!(engine.op_timeout(), Some(Duration::from_millis(20)));
+    let pool = BufferPool::new(4096, 4, 4096).unwrap();
+    let mut visited = Vec::new();
+    let specs = (0..OP_COUNT).map(|tag| OpSpec::read(tag, tag * 4096, 4096));
+    let error = Stream::new(&mut engine, &pool)
+        .run_reads(specs, |c| {
+            assert!(matches!(c.result(), Err(IoError::TimedOut { .. })));
+            visited.push(c.tag());
+        })
+        .unwrap_err();
+    let StreamError::Stalled {
+        pending_count,
+        held_buffer_count,
+        unstarted_count,
+        waited,
+    } = error
+    else {
+        panic!("expected a stall, got {error}");
+    };
+    visited.sort_unstable();
+    assert_eq!(visited, [0, 1, 2, 3]);
+    assert_eq!((pending_count, held_buffer_count), (0, 4));
+    assert_eq!(visited.len() + unstarted_count, OP_COUNT as usize);
+    assert!(
+        waited >= stall_timeout_for(Some(Duration::from_millis(20))),
+        "gave up after {waited:?}"
+    );
+    drop(engine);
+    assert_eq!(
+        pool.taken_count(),
+        0,
+        "the engine's drop gives held buffers back"
+    );
+}
+
+/// With buffers held and a reserve, the stream goes on with the other operations at once;
+/// once the held buffers are back it needs no reserve.
+#[test]
+fn a_reserve_keeps_the_stream_going_while_buffers_are_held() {
+    const OP_COUNT: u64 = 40;
+    let (_file, device) = image(1 << 20);
+    let serial = SerialEngine::new(device).unwrap();
+    let plan = FaultPlan::new(1)
+        .with(
+            FaultTarget::Offset(0),
+            Fault::StallHolding {
+                held: Duration::from_secs(3600),
+            },
+        )
+        .stall_timeout(Duration::from_millis(5));
+    let mut engine = FaultyEngine::new(serial, plan).unwrap();
+    let pool = BufferPool::new(4096, 1, 4096).unwrap();
+    let reserve = BufferPool::new(4096, 1, 4096).unwrap();
+    let mut ok_count = 0;
+    let stats = Stream::new(&mut engine, &pool)
+        .reserve(&reserve)
+        .run_reads(
+            (0..OP_COUNT).map(|tag| OpSpec::read(tag, tag * 4096, 4096)),
+            |c| {
+                ok_count += usize::from(c.result().is_ok());
+            },
+        )
+        .unwrap();
+    assert_eq!(stats.op_count, OP_COUNT);
+    assert_eq!(ok_count, OP_COUNT as usize - 1);
+    assert_eq!(engine.held_buffer_count(), 1);
+    assert_eq!((pool.taken_count(), reserve.taken_count()), (1, 0));
+}
+
+#[test]
+fn the_stall_timeout_is_twice_the_engines_operation_timeout() {
+    assert_eq!(
+        stall_timeout_for(Some(Duration::from_millis(300))),
+        Duration::from_millis(600)
+    );
+    assert_eq!(stall_timeout_for(None), STALL_TIMEOUT_DEFAULT);
 }

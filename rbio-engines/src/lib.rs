@@ -7,11 +7,16 @@
 #![forbid(unsafe_code)]
 
 mod error_line;
+mod settings;
 
 pub use error_line::error_line;
+pub use settings::{
+    tiny_pool, BringupSettings, Failure, LayoutFlags, ReadyBringup, WINDOW_DEFAULT,
+};
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rbio_core::{BufferPool, Device, DeviceKind, Engine, SerialEngine};
 use rbio_posix::PosixEngine;
@@ -85,6 +90,9 @@ pub struct EngineConfig {
     pub fixed_buffers: bool,
     /// uring: most SQEs per io_uring_enter; `None`: a whole batch per enter.
     pub sqes_per_enter: Option<usize>,
+    /// posix, uring, nvme: an operation not answered after this completes as timed out;
+    /// `None`: the engine's default. The serial engine has no timeout and ignores it.
+    pub op_timeout: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -96,6 +104,7 @@ impl EngineConfig {
             window: 1,
             fixed_buffers: false,
             sqes_per_enter: None,
+            op_timeout: None,
         }
     }
 
@@ -108,6 +117,7 @@ impl EngineConfig {
             window: workers.map_or(128, |workers| (workers * 8).max(16)),
             fixed_buffers: false,
             sqes_per_enter: None,
+            op_timeout: None,
         }
     }
 
@@ -119,6 +129,7 @@ impl EngineConfig {
             window,
             fixed_buffers,
             sqes_per_enter: None,
+            op_timeout: None,
         }
     }
 
@@ -188,6 +199,9 @@ impl EngineConfig {
                 if let Some(workers) = self.workers {
                     builder = builder.workers(workers);
                 }
+                if let Some(op_timeout) = self.op_timeout {
+                    builder = builder.op_timeout(op_timeout);
+                }
                 builder
                     .build()
                     .map(|engine| Box::new(engine) as Box<dyn Engine>)
@@ -195,6 +209,9 @@ impl EngineConfig {
             }
             EngineKind::Uring => {
                 let mut builder = UringEngine::builder(device.clone()).window(self.window);
+                if let Some(op_timeout) = self.op_timeout {
+                    builder = builder.op_timeout(op_timeout);
+                }
                 if self.fixed_buffers {
                     builder = builder.fixed_buffers(pool);
                 }
@@ -218,6 +235,9 @@ impl EngineConfig {
                 let mut builder = NvmeEngine::builder(device.path())
                     .window(self.window)
                     .write(device.is_writable());
+                if let Some(op_timeout) = self.op_timeout {
+                    builder = builder.op_timeout(op_timeout);
+                }
                 if self.fixed_buffers {
                     builder = builder.fixed_buffers(pool);
                 }

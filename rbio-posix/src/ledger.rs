@@ -6,6 +6,10 @@
 //! deadline passes, or the clean-up of a worker that died) produces the one completion; a
 //! worker whose ticket is already gone drops its late result, which returns the buffer to its
 //! pool only after the system call has let go of it. All of it happens under one mutex.
+//!
+//! A timed-out operation's buffer stays with its job until the worker lets go of it (after
+//! the stuck call returns, or when it skips the job): the ledger counts such buffers as held
+//! and makes the readiness fd readable as each comes back.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -42,6 +46,8 @@ struct LedgerState {
     stopping: bool,
     timed_out_count: u64,
     late_count: u64,
+    /// Operations completed as timed out whose job (and buffer) a worker still has.
+    held_count: usize,
 }
 
 /// Counts of operations the deadline decided, for tests and diagnostics.
@@ -247,6 +253,27 @@ impl Ledger {
         }
     }
 
+    /// Buffers of timed-out operations that workers have not let go of yet.
+    pub(crate) fn held_count(&self) -> usize {
+        self.lock().held_count
+    }
+
+    /// The timeout every operation gets from its submission.
+    pub(crate) fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
+    /// Records that a worker dropped the job of a timed-out operation, its buffer back in its
+    /// pool, and makes the readiness fd readable so that a caller waiting for a buffer wakes.
+    pub(crate) fn release_held(&self) {
+        let mut state = self.lock();
+        state.held_count = state.held_count.saturating_sub(1);
+        if !state.signalled {
+            state.signalled = true;
+            self.readiness.signal();
+        }
+    }
+
     /// Tells the timer thread to return.
     pub(crate) fn stop(&self) {
         let mut state = self.lock();
@@ -298,6 +325,7 @@ impl Ledger {
             let (id, ticket) = entry.remove_entry();
             self.expired_through.store(id, Ordering::Release);
             state.timed_out_count += 1;
+            state.held_count += 1;
             let timeout = self.op_timeout;
             let timed_out = Completion::new(ticket.info, Err(IoError::TimedOut { timeout }), None);
             wake_reaper |= self.push_done(state, timed_out);

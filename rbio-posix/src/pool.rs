@@ -233,9 +233,12 @@ impl Engine for PosixEngine {
     }
 
     fn reap(&mut self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
-        if self.pending_count == 0 {
-            return 0;
-        }
+        // With nothing pending, still clear the readiness fd that a held buffer's return set.
+        let wait = if self.pending_count == 0 {
+            Wait::Nothing
+        } else {
+            wait
+        };
         let reaped_count = self.ledger.reap(completions, wait);
         assert!(
             reaped_count <= self.pending_count,
@@ -252,6 +255,16 @@ impl Engine for PosixEngine {
 
     fn readiness(&self) -> BorrowedFd<'_> {
         self.ledger.as_fd()
+    }
+
+    /// Timed-out operations whose worker is still in the system call, or has not reached
+    /// them in its queue: their buffers come back when it lets go of them.
+    fn held_buffer_count(&self) -> usize {
+        self.ledger.held_count()
+    }
+
+    fn op_timeout(&self) -> Option<Duration> {
+        Some(self.ledger.op_timeout())
     }
 }
 
@@ -350,6 +363,72 @@ mod tests {
 
         engine.submit(&mut reads(4));
         assert_eq!(reap_all(&mut engine).len(), 4, "workers survive the panic");
+    }
+
+    /// Opened by the test below: the transfer of offset 0 blocks until then, like a read the
+    /// device does not answer.
+    static GATE: (std::sync::Mutex<bool>, std::sync::Condvar) =
+        (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+    fn gated_transfer(
+        device: &Device,
+        info: &OpInfo,
+        buffer: Option<&mut Buffer>,
+    ) -> Result<usize, IoError> {
+        if info.offset_bytes == 0 {
+            let (open, opened) = &GATE;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+        }
+        rbio_core::transfer(device, info, buffer)
+    }
+
+    #[test]
+    fn a_timed_out_buffer_is_held_until_the_worker_lets_go_and_its_return_is_announced() {
+        let (_file, device) = image(4 * 4096);
+        let mut engine = PosixEngine::builder(device)
+            .workers(1)
+            .op_timeout(Duration::from_millis(30))
+            .transfer(gated_transfer)
+            .build()
+            .unwrap();
+        assert_eq!(engine.op_timeout(), Some(Duration::from_millis(30)));
+        let pool = rbio_core::BufferPool::new(4096, 2, 4096).unwrap();
+        // The second read waits in the stuck worker's queue and times out there too.
+        let mut batch: Vec<Op> = (0..2)
+            .map(|i| Op::read(i, i * 4096, pool.take().unwrap()))
+            .collect();
+        engine.submit(&mut batch);
+        let completions = reap_all(&mut engine);
+        assert!(completions
+            .iter()
+            .all(|c| matches!(c.result(), Err(IoError::TimedOut { .. })) && c.buffer().is_none()));
+        assert_eq!(engine.held_buffer_count(), 2);
+        assert_eq!(pool.taken_count(), 2);
+        assert!(!rbio_core::poll_readable(engine.readiness(), 0));
+
+        let (open, opened) = &GATE;
+        *open.lock().unwrap() = true;
+        opened.notify_all();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while engine.held_buffer_count() > 0 {
+            let left_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i32;
+            assert!(
+                rbio_core::poll_readable(engine.readiness(), left_ms.max(1)),
+                "a held buffer's return was not announced"
+            );
+            assert_eq!(engine.reap(&mut Vec::new(), Wait::Nothing), 0);
+        }
+        assert_eq!(pool.taken_count(), 0);
+        assert!(
+            !rbio_core::poll_readable(engine.readiness(), 0),
+            "a reap with nothing pending clears the fd"
+        );
+        assert_eq!(engine.timeout_stats().timed_out_count, 2);
     }
 
     #[test]

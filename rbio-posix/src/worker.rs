@@ -243,6 +243,9 @@ impl Worker {
         if !self.ledger.is_live(id) {
             self.queue.skipped_count.fetch_add(1, Ordering::Relaxed);
             self.queue.queued_count.fetch_sub(1, Ordering::Relaxed);
+            // The operation timed out while queued: its buffer goes back now.
+            drop(op);
+            self.ledger.release_held();
             return;
         }
         let info = op.info();
@@ -260,7 +263,10 @@ impl Worker {
         let more_queued = self.queue.queued_count() > 0;
         // A late completion is dropped here, outside the ledger's lock: only now, with the
         // system call returned, does its buffer go back to the pool.
-        drop(self.ledger.finish(id, op.complete(result), more_queued));
+        if let Some(late) = self.ledger.finish(id, op.complete(result), more_queued) {
+            drop(late);
+            self.ledger.release_held();
+        }
     }
 }
 

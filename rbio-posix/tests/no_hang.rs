@@ -49,6 +49,8 @@ fn a_stream_over_a_stuck_worker_stops_by_its_stall_timeout_and_drop_returns() {
         error,
         StreamError::Stalled {
             pending_count: 1,
+            held_buffer_count: 0,
+            unstarted_count: 7,
             waited: stall_timeout
         }
     );

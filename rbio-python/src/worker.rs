@@ -18,11 +18,6 @@ use rbio_core::{
     poll_readable, Buffer, Completion, Engine, IoError, Op, OpKind, Readiness, ReadinessSet, Wait,
 };
 
-/// How long the engine may hold operations without completing any before the worker gives up
-/// on it: longer than every engine's own operation timeout (30 s), which turns a silent
-/// device into per-operation `TimedOut` errors first.
-pub const STALL_TIMEOUT_DEFAULT: Duration = Duration::from_secs(45);
-
 /// The longest the worker sleeps while operations are in flight before reaping again.
 const DEADLINE_TICK: Duration = Duration::from_millis(10);
 
@@ -93,18 +88,13 @@ struct Request {
 }
 
 /// Settings of the worker.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct WorkerOptions {
-    /// See [`STALL_TIMEOUT_DEFAULT`].
-    pub stall_timeout: Duration,
-}
-
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        WorkerOptions {
-            stall_timeout: STALL_TIMEOUT_DEFAULT,
-        }
-    }
+    /// How long the engine may hold operations without completing any before the worker
+    /// gives up on it; `None`: the streaming driver's rule for the engine
+    /// ([`rbio_core::stall_timeout_for`] its operation timeout), long enough that a silent
+    /// device first turns into per-operation `TimedOut` errors.
+    pub stall_timeout: Option<Duration>,
 }
 
 /// A thread that runs batches of operations through one engine.
@@ -121,6 +111,9 @@ impl IoWorker {
     /// # Errors
     /// The system calls that make its doorbell and wait set, or spawning the thread.
     pub fn start(engine: Box<dyn Engine>, options: WorkerOptions) -> std::io::Result<IoWorker> {
+        let stall_timeout = options
+            .stall_timeout
+            .unwrap_or_else(|| rbio_core::stall_timeout_for(engine.op_timeout()));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 accepting: true,
@@ -141,7 +134,7 @@ impl IoWorker {
             shared: shared.clone(),
             in_flight: HashMap::new(),
             next_tag: 0,
-            options,
+            stall_timeout,
         };
         let thread = std::thread::Builder::new()
             .name("rbio-python-io".into())
@@ -270,7 +263,7 @@ struct Run {
     /// Engine tag -> (batch id, index in the batch).
     in_flight: HashMap<u64, (u64, usize)>,
     next_tag: u64,
-    options: WorkerOptions,
+    stall_timeout: Duration,
 }
 
 impl Run {
@@ -294,7 +287,7 @@ impl Run {
                 continue;
             }
             let stalled_for = last_progress.elapsed();
-            if stalled_for >= self.options.stall_timeout {
+            if stalled_for >= self.stall_timeout {
                 self.stop(format!(
                     "the engine completed none of {} operations in {:?}",
                     self.in_flight.len(),
@@ -304,7 +297,7 @@ impl Run {
             }
             // Engines expire their own operation deadlines inside `reap` without making their
             // fd readable, so the wait is capped: a timeout is noticed within a tick.
-            let left = (self.options.stall_timeout - stalled_for).min(DEADLINE_TICK);
+            let left = (self.stall_timeout - stalled_for).min(DEADLINE_TICK);
             let left_ms = left.as_millis().max(1) as i32;
             poll_readable(self.wake_set.as_fd(), left_ms);
         }
@@ -533,7 +526,7 @@ mod tests {
             held: Vec::new(),
         };
         let options = WorkerOptions {
-            stall_timeout: Duration::from_millis(30),
+            stall_timeout: Some(Duration::from_millis(30)),
         };
         let worker = IoWorker::start(Box::new(engine), options).unwrap();
         worker.submit(1, vec![read(0, 4096)]).unwrap();

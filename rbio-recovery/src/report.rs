@@ -193,6 +193,9 @@ pub struct Counts {
     pub unreadable_kept: u64,
     /// Header unreadable, entry dropped.
     pub unreadable_dropped: u64,
+    /// Of the unreadable entries, those whose header was never read or never answered
+    /// because the device stalled ([`IoError::DeviceStalled`]).
+    pub unreadable_device_stalled: u64,
     /// Skipped at apply for a per-entry rule.
     pub rejected_rule: u64,
     /// Skipped at apply: a later entry has the same key.
@@ -225,6 +228,13 @@ impl Counts {
             }
         };
         *counter += 1;
+        if let EntryState::Unreadable {
+            error: IoError::DeviceStalled { .. },
+            ..
+        } = state
+        {
+            self.unreadable_device_stalled += 1;
+        }
     }
 
     /// All stale entries.
@@ -329,6 +339,14 @@ pub enum Warning {
         /// The highest slot a kept entry owns.
         highest_owned: u64,
     },
+    /// The device stopped answering: the slot headers it never read or never answered are
+    /// unreadable ("device stalled").
+    DeviceStalled {
+        /// How long validation waited with nothing coming back.
+        waited: std::time::Duration,
+        /// Entries whose header was never read or never answered.
+        unread_count: u64,
+    },
 }
 
 impl Warning {
@@ -339,6 +357,7 @@ impl Warning {
             Warning::DevicePathAlias { .. } => "device_path_alias",
             Warning::MirrorUnreadable { .. } => "mirror_unreadable",
             Warning::NextSlotRaised { .. } => "next_slot_raised",
+            Warning::DeviceStalled { .. } => "device_stalled",
         }
     }
 
@@ -381,6 +400,14 @@ impl fmt::Display for Warning {
                 "kept entries own slots up to {highest_owned}, at or past the checkpoint's \
                  next_slot {next_slot}: next_slot raised to {}",
                 highest_owned + 1
+            ),
+            Warning::DeviceStalled {
+                waited,
+                unread_count,
+            } => write!(
+                f,
+                "device stalled: nothing came back for {waited:?}; {unread_count} slot headers \
+                 never read or never answered are unreadable"
             ),
         }
     }
@@ -521,6 +548,7 @@ impl Report {
                 },
                 "unreadable_kept": c.unreadable_kept,
                 "unreadable_dropped": c.unreadable_dropped,
+                "unreadable_device_stalled": c.unreadable_device_stalled,
                 "rejected_by_reason": {
                     "rule": c.rejected_rule,
                     "duplicate_key": c.rejected_duplicate_key,

@@ -48,6 +48,17 @@ impl Deadlines {
 }
 
 impl<C: Codec> Ring<C> {
+    /// The timeout each operation gets from its admission, if any.
+    pub(crate) fn op_timeout(&self) -> Option<Duration> {
+        self.deadlines.timeout
+    }
+
+    /// Buffers of operations reported as timed out that the kernel still holds (zombies);
+    /// each comes back when its CQE arrives, which signals the readiness eventfd.
+    pub(crate) fn held_buffer_count(&self) -> usize {
+        self.zombie_count
+    }
+
     fn deadline_is_live(&self, key: usize, generation: u32) -> bool {
         self.slots
             .get(key)

@@ -123,6 +123,7 @@ impl UringBuilder {
             target: self.options.file_target(&self.device),
             iopoll: self.options.iopoll,
             null_io: self.null_io,
+            async_reads: crate::block::reads_block_submitter(&self.device),
         };
         let extra = if self.sqpoll {
             RingFlags::SQPOLL

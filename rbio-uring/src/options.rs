@@ -214,6 +214,14 @@ macro_rules! ring_engine_by_core {
             fn readiness(&self) -> std::os::fd::BorrowedFd<'_> {
                 self.core.readiness_fd()
             }
+
+            fn held_buffer_count(&self) -> usize {
+                self.core.held_buffer_count()
+            }
+
+            fn op_timeout(&self) -> Option<std::time::Duration> {
+                self.core.op_timeout()
+            }
         }
     };
 }

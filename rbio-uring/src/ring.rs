@@ -287,6 +287,7 @@ mod tests {
                 target: FileTarget::Fixed,
                 iopoll: false,
                 null_io: false,
+                async_reads: false,
             },
             script: RefCell::new(script.into()),
         }
@@ -424,6 +425,7 @@ mod tests {
             target: FileTarget::Fixed,
             iopoll: false,
             null_io: false,
+            async_reads: false,
         };
         let config = CoreConfig {
             device: Arc::new(Device::open("/dev/ptmx").expect("open /dev/ptmx")),

@@ -49,6 +49,8 @@ fn a_stream_over_a_silent_device_stops_by_its_stall_timeout_and_drop_returns() {
         error,
         StreamError::Stalled {
             pending_count: 8,
+            held_buffer_count: 0,
+            unstarted_count: 24,
             waited: stall_timeout
         }
     );

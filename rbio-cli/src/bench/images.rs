@@ -11,10 +11,10 @@ use rbio_recovery::{
 };
 use serde_json::{json, Value};
 
-use crate::commands::tiny_pool;
 use crate::demo::layout_for;
 use crate::exit::Failure;
 use crate::progress::Bar;
+use rbio_engines::tiny_pool;
 use rbio_engines::EngineConfig;
 
 use super::fio::StridedHeaders;

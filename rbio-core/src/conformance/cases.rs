@@ -11,8 +11,10 @@ use super::plan::{self, PlannedOp, SLOT_BYTES};
 use super::Target;
 use crate::buffer::{Buffer, BufferPool};
 use crate::completion::Completion;
+use crate::driver::{OpSpec, Stream};
 use crate::engine::{Engine, Wait};
 use crate::error::IoError;
+use crate::fault::{Fault, FaultPlan, FaultTarget, FaultyEngine};
 use crate::op::{Op, OpInfo};
 use crate::ready::poll_readable;
 use crate::serial::SerialEngine;
@@ -33,7 +35,7 @@ pub(super) struct Context<'a> {
 type Case = fn(&mut Context<'_>, &mut dyn Engine);
 
 /// Every case, by label.
-pub(super) const ALL: [(&str, Case); 8] = [
+pub(super) const ALL: [(&str, Case); 9] = [
     ("empty-batch", empty_batch),
     ("random-batches", random_batches),
     ("large-batch", large_batch),
@@ -42,6 +44,7 @@ pub(super) const ALL: [(&str, Case); 8] = [
     ("flush", flush),
     ("readiness", readiness),
     ("swapped-buffer", swapped_buffer),
+    ("held-buffers", held_buffers),
 ];
 
 /// What a completion said, in a comparable form.
@@ -465,6 +468,95 @@ fn swapped_buffer(context: &mut Context<'_>, engine: &mut dyn Engine) {
                 len_bytes
             }),
             "conformance[{label}]: {name} accepted a shrunk buffer"
+        );
+    }
+}
+
+/// Every operation of the first window times out at once and the engine keeps their buffers
+/// past the timeout (as the kernel does for reads stuck in a device): the stream goes on with
+/// the other reads, from a reserve and then from the buffers as they come back, and visits
+/// each read exactly once; the held buffers all return to their pool.
+fn held_buffers(context: &mut Context<'_>, engine: &mut dyn Engine) {
+    const WINDOW: usize = 8;
+    const READ_COUNT: u64 = 64;
+    const STALL_TIMEOUT: Duration = Duration::from_millis(40);
+    const HELD: Duration = Duration::from_millis(120);
+    let label = format!("{}/held-buffers", context.label);
+    for with_reserve in [true, false] {
+        let plan = (0..WINDOW as u64).fold(
+            FaultPlan::new(7).stall_timeout(STALL_TIMEOUT),
+            |plan, index| {
+                plan.with(
+                    FaultTarget::Offset(index * 4096),
+                    Fault::StallHolding { held: HELD },
+                )
+            },
+        );
+        let mut faulty = FaultyEngine::new(&mut *engine, plan).expect("fault injector");
+        let pool = BufferPool::new(4096, WINDOW, 4096).expect("held-buffers pool");
+        let reserve = BufferPool::new(4096, WINDOW, 4096).expect("held-buffers reserve");
+        let specs = (0..READ_COUNT).map(|index| OpSpec::read(index, index * 4096, 4096));
+        let mut visits = vec![0u32; READ_COUNT as usize];
+        let mut wrong = Vec::new();
+        // Far longer than the hold, so that a slow machine never turns it into a stall.
+        let mut stream = Stream::new(&mut faulty, &pool)
+            .window(WINDOW)
+            .stall_timeout(BATCH_DEADLINE);
+        if with_reserve {
+            stream = stream.reserve(&reserve);
+        }
+        let stats = stream
+            .run_reads(specs, |completion| {
+                let index = completion.tag();
+                visits[index as usize] += 1;
+                let good = if index < WINDOW as u64 {
+                    matches!(completion.result(), Err(IoError::TimedOut { .. }))
+                        && completion.buffer().is_none()
+                } else {
+                    completion.result() == &Ok(4096)
+                        && completion
+                            .data()
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &byte)| byte == pattern_byte(index * 4096 + i as u64))
+                };
+                if !good {
+                    wrong.push(format!("{}: {:?}", completion.info(), completion.result()));
+                }
+            })
+            .unwrap_or_else(|error| panic!("conformance[{label}]: stream failed: {error}"));
+        assert!(
+            visits.iter().all(|&count| count == 1),
+            "conformance[{label}]: visits per read (reserve {with_reserve}): {visits:?}"
+        );
+        assert!(wrong.is_empty(), "conformance[{label}]: {wrong:?}");
+        assert_eq!(stats.op_count, READ_COUNT);
+        assert_eq!(faulty.counts().stalled, WINDOW as u64);
+        if !with_reserve {
+            assert_eq!(
+                faulty.counts().held_returned,
+                WINDOW as u64,
+                "conformance[{label}]: without a reserve the stream ran on returned buffers"
+            );
+        }
+        // What is still held comes back, announced on the readiness fd.
+        let deadline = Instant::now() + BATCH_DEADLINE;
+        while faulty.held_buffer_count() > 0 {
+            let left_ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as i32;
+            assert!(
+                poll_readable(faulty.readiness(), left_ms.max(1)),
+                "conformance[{label}]: {} held buffers never announced",
+                faulty.held_buffer_count()
+            );
+            assert_eq!(faulty.reap(&mut Vec::new(), Wait::Nothing), 0);
+        }
+        assert_eq!(faulty.counts().held_returned, WINDOW as u64);
+        assert_eq!(
+            (pool.taken_count(), reserve.taken_count()),
+            (0, 0),
+            "conformance[{label}]: buffers not back in their pools"
         );
     }
 }

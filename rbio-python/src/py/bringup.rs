@@ -11,7 +11,7 @@ use rbio_recovery::KeyNamespace;
 
 use super::errors::{rbio_error, value};
 use super::report::{Inspection, Report};
-use crate::BringupSettings;
+use rbio_engines::BringupSettings;
 
 /// Sets the one setting `keyword` names; one line per keyword (the flag's name with `_` for
 /// `-`; only `--no-verify` is inverted, as `verify`).
@@ -31,8 +31,12 @@ fn apply(settings: &mut BringupSettings, keyword: &str, arg: &Bound<'_, PyAny>) 
         "window" => s.window = count_in("window", arg.extract()?, WINDOW_MAX)?,
         "sqes_per_enter" => s.sqes_per_enter = arg.extract()?,
         "fixed_buffers" => s.fixed_buffers = arg.extract()?,
-        "direct" => s.direct = arg.extract()?,
+        "op_timeout" => s.op_timeout = arg.extract::<Option<f64>>()?.map(seconds).transpose()?,
+        // O_DIRECT is the default; `direct=True` is accepted as `--direct` is.
+        "direct" => s.buffered &= !arg.extract::<bool>()?,
+        "buffered" => s.buffered = arg.extract()?,
         "ignore_device_path" => s.ignore_device_path = arg.extract()?,
+        "strict_device_path" => s.strict_device_path = arg.extract()?,
         "device_path" => s.device_path = arg.extract()?,
         "verify" => s.verify = arg.extract()?,
         "drop_unreadable" => s.drop_unreadable = arg.extract()?,
@@ -43,7 +47,7 @@ fn apply(settings: &mut BringupSettings, keyword: &str, arg: &Bound<'_, PyAny>) 
 }
 
 /// Keywords of `bringup` that `inspect` (like `rbio inspect`) does not take.
-const BRINGUP_ONLY: [&str; 2] = ["verify", "drop_unreadable"];
+const BRINGUP_ONLY: [&str; 3] = ["verify", "drop_unreadable", "op_timeout"];
 
 fn unexpected(keyword: &str) -> PyErr {
     PyTypeError::new_err(format!("unexpected keyword argument '{keyword}'"))
@@ -95,6 +99,16 @@ fn workers(count: usize) -> PyResult<usize> {
     count_in("workers", count, WORKERS_MAX)
 }
 
+/// `op_timeout`: a positive, finite number of seconds, as `--op-timeout` takes.
+fn seconds(seconds: f64) -> PyResult<std::time::Duration> {
+    match std::time::Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err(value(format!(
+            "op_timeout must be a positive, finite number of seconds, got {seconds}"
+        ))),
+    }
+}
+
 fn count_in(keyword: &str, count: usize, max: usize) -> PyResult<usize> {
     if (1..=max).contains(&count) {
         Ok(count)
@@ -128,7 +142,11 @@ pub fn inspect(
 ) -> PyResult<Inspection> {
     let settings = settings_from(kwargs, &BRINGUP_ONLY)?;
     let inspection = py
-        .detach(|| settings.inspect(&path))
+        .detach(|| {
+            settings
+                .inspect(&path)
+                .map(|(inspection, _device)| inspection)
+        })
         .map_err(|failure| rbio_error(&failure))?;
     Ok(Inspection::new(&inspection))
 }

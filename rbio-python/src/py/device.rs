@@ -307,6 +307,7 @@ impl RawBlockDevice {
             window,
             fixed_buffers: false,
             sqes_per_enter: None,
+            op_timeout: None,
         };
         let device = Arc::new(device);
         let pool = BufferPool::new(PAGE_BYTES, 1, PAGE_BYTES)

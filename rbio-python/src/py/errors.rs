@@ -6,7 +6,8 @@ use pyo3::exceptions::{PyException, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use rbio_core::IoError;
 
-use crate::{Failure, OpFailure};
+use crate::OpFailure;
+use rbio_engines::Failure;
 
 create_exception!(
     rbio,

@@ -1,5 +1,9 @@
 //! The recovered index: every entry's final state becomes the index, the free list and the
 //! report's counts and entries; `next_slot` is raised past any slot a kept entry owns.
+//!
+//! A slot whose header was not validated never goes on the free list: an unreadable entry
+//! dropped from the index (`--drop-unreadable`) still holds its slot (the report's
+//! `unreadable_dropped` counts them).
 
 use super::{BringupError, IndexEntry, Recovered};
 use crate::format::{CheckpointEntry, Geometry};
@@ -36,20 +40,28 @@ pub(super) fn build(
                 state: state.clone(),
             });
         }
-        if state.is_in_index() {
-            let fields = entry.fields.expect("entries in the index passed apply");
-            let slot_index = inputs
-                .geometry
-                .slot_index_of(fields.offset_bytes)
-                .expect("passed apply");
-            owned_slots.push(slot_index);
-            index.push(IndexEntry {
-                key: entry.key.into_owned(),
-                fields: fields.into_owned(),
-            });
+        let unread_dropped = matches!(state, EntryState::Unreadable { kept: false, .. });
+        if !state.is_in_index() && !unread_dropped {
+            continue;
         }
+        let fields = entry
+            .fields
+            .expect("entries in the index or unread passed apply");
+        let slot_index = inputs
+            .geometry
+            .slot_index_of(fields.offset_bytes)
+            .expect("passed apply");
+        owned_slots.push(slot_index);
+        if unread_dropped {
+            continue;
+        }
+        index.push(IndexEntry {
+            key: entry.key.into_owned(),
+            fields: fields.into_owned(),
+        });
     }
     owned_slots.sort_unstable();
+    owned_slots.dedup();
     let next_slot = next_slot_past(inputs.next_slot, &owned_slots, &mut report);
     let free_slots = free_slots(next_slot, &owned_slots)?;
     Ok(Recovered {

@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rbio_core::{
     BufferPool, Device, Engine, ErrorClass, OpError, PoolError, StreamError, PAGE_BYTES,
@@ -52,10 +52,15 @@ pub struct BringupOptions {
     pub device_path_policy: DevicePathPolicy,
     /// Read and check every kept entry's slot header (LMCache's `meta_verify_on_load`).
     pub verify: bool,
-    /// Keep entries whose header could not be read (default), or drop them as LMCache does.
+    /// Keep entries whose header could not be read or was never answered (default), or drop
+    /// them as LMCache does. Either way their slots stay off the free list.
     pub keep_unreadable: bool,
     /// Header reads in flight at once.
     pub window_ops_max: usize,
+    /// The per-operation timeout to build the engine with (`rbio bringup --op-timeout`);
+    /// `None`: the engine's default. Validation gives up on a stalled device after twice the
+    /// engine's timeout ([`rbio_core::stall_timeout_for`]); the serial engine has none.
+    pub op_timeout: Option<Duration>,
     /// List every entry in the report, not only those that were not simply kept.
     pub report_all_entries: bool,
     /// Where `layout` came from, for the report.
@@ -71,6 +76,7 @@ impl Default for BringupOptions {
             verify: true,
             keep_unreadable: true,
             window_ops_max: 256,
+            op_timeout: None,
             report_all_entries: false,
             layout_source: LayoutSource::Configured,
         }
@@ -256,6 +262,9 @@ pub struct Bringup {
     options: BringupOptions,
     geometry: Geometry,
     header_pool: BufferPool,
+    /// As many buffers again, used only while the engine holds header buffers of reads that
+    /// timed out, so that the device keeps reading other headers meanwhile.
+    header_reserve: BufferPool,
     payload_pool: BufferPool,
 }
 
@@ -277,12 +286,11 @@ impl Bringup {
             .map_err(BringupError::Layout)?;
         let header_bytes = header_read_bytes(&device, &options.layout);
         let window = options.window_ops_max.max(1);
-        let header_pool = BufferPool::new(
-            header_bytes.next_multiple_of(PAGE_BYTES),
-            window,
-            PAGE_BYTES,
-        )
-        .map_err(BringupError::Pool)?;
+        let header_buffer_bytes = header_bytes.next_multiple_of(PAGE_BYTES);
+        let header_pool =
+            BufferPool::new(header_buffer_bytes, window, PAGE_BYTES).map_err(BringupError::Pool)?;
+        let header_reserve =
+            BufferPool::new(header_buffer_bytes, window, PAGE_BYTES).map_err(BringupError::Pool)?;
         let chunk_bytes = PAYLOAD_CHUNK_BYTES.max(options.layout.block_align as usize);
         let payload_pool = BufferPool::new(chunk_bytes, PAYLOAD_WINDOW_OPS, PAGE_BYTES)
             .map_err(BringupError::Pool)?;
@@ -291,6 +299,7 @@ impl Bringup {
             options,
             geometry,
             header_pool,
+            header_reserve,
             payload_pool,
         })
     }
@@ -387,7 +396,7 @@ impl Bringup {
                 scope.spawn(|| parse::parse_in_batches(payload, &rules, &parse_progress, sender));
             let ledger = validation.run(
                 engine,
-                &self.header_pool,
+                (&self.header_pool, &self.header_reserve),
                 receiver.into_iter().flatten(),
                 &mut |reported| progress(parse_progress.estimated(reported, payload.len())),
             );
@@ -419,15 +428,27 @@ impl Bringup {
                 .map(|c| c.entries)
                 .unwrap_or_default();
             ledger = validation
-                .run(engine, &self.header_pool, entries.into_iter(), progress)
+                .run(
+                    engine,
+                    (&self.header_pool, &self.header_reserve),
+                    entries.into_iter(),
+                    progress,
+                )
                 .map_err(BringupError::Engine)?;
         }
         if let Some(error) = ledger.configuration.take() {
             return Err(BringupError::Configuration(error));
         }
         report.phases.validate = validate_started.elapsed();
-        report.header_buffer_bytes_max =
-            (self.header_pool.taken_max() * self.header_pool.buffer_bytes()) as u64;
+        report.header_buffer_bytes_max = ((self.header_pool.taken_max()
+            + self.header_reserve.taken_max())
+            * self.header_pool.buffer_bytes()) as u64;
+        if let Some((waited, unread_count)) = ledger.stalled {
+            report.warnings.push(Warning::DeviceStalled {
+                waited,
+                unread_count,
+            });
+        }
         report.phases.parse = parse_time;
         progress(Progress {
             phase: Phase::Parse,

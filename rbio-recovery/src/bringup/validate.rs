@@ -4,7 +4,9 @@
 
 use std::cell::RefCell;
 
-use rbio_core::{BufferPool, Completion, Engine, OpError, OpSpec, Stream, StreamError};
+use std::time::Duration;
+
+use rbio_core::{BufferPool, Completion, Engine, IoError, OpError, OpSpec, Stream, StreamError};
 
 use super::apply::{Claims, Pending, Verdict};
 use super::{Phase, Progress};
@@ -28,6 +30,24 @@ pub(crate) struct Ledger<'a> {
     /// The first read refused as a configuration error: no further reads are issued and
     /// bringup stops.
     pub(crate) configuration: Option<OpError>,
+    /// The device stalled: how long validation waited, and how many entries it never read.
+    pub(crate) stalled: Option<(Duration, u64)>,
+}
+
+impl Ledger<'_> {
+    /// Judges every claim still awaiting its header as unreadable: the device stalled before
+    /// answering it (or before it was read at all).
+    fn mark_stalled(&mut self, waited: Duration) {
+        let mut unread_count = 0;
+        for pending in &mut self.pending {
+            if let Pending::Claims(slot_index) = *pending {
+                let error = IoError::DeviceStalled { waited };
+                *pending = Pending::Judged(slot_index, Verdict::Unreadable(error));
+                unread_count += 1;
+            }
+        }
+        self.stalled = Some((waited, unread_count));
+    }
 }
 
 /// How often validation reports progress, in entries.
@@ -36,18 +56,28 @@ const PROGRESS_EVERY_ENTRIES: u64 = 1 << 14;
 impl Validation<'_> {
     /// Takes every entry from `source`, applies the per-entry rules and, with `verify`, reads
     /// and judges each claimed slot's header. Returns the ledger for resolution.
+    ///
+    /// Buffers come from `pool`, and from `reserve` while the engine holds buffers of reads
+    /// that timed out. If the device stalls (nothing comes back for the stream's stall
+    /// timeout) every entry is still taken from `source`, and each claim not yet answered is
+    /// judged unreadable ([`IoError::DeviceStalled`]).
+    ///
+    /// # Errors
+    /// [`StreamError::OpTooLarge`] (a header read larger than a pool buffer: a bug).
     pub(crate) fn run<'a>(
         &self,
         engine: &mut dyn Engine,
-        pool: &BufferPool,
+        pools: (&BufferPool, &BufferPool),
         source: impl Iterator<Item = CheckpointEntry<'a>>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Ledger<'a>, StreamError> {
+        let (pool, reserve) = pools;
         let ledger = RefCell::new(Ledger {
             entries: Vec::new(),
             pending: Vec::new(),
             claims: Claims::new(),
             configuration: None,
+            stalled: None,
         });
         let unrefused = |_: &CheckpointEntry<'a>| ledger.borrow().configuration.is_none();
         let specs = source.take_while(unrefused).filter_map(|entry| {
@@ -74,8 +104,9 @@ impl Validation<'_> {
             spec
         });
         let mut judged = 0u64;
-        Stream::new(engine, pool)
+        let streamed = Stream::new(engine, pool)
             .window(self.window_ops_max)
+            .reserve(reserve)
             .run_reads(specs, |completion| {
                 let mut ledger = ledger.borrow_mut();
                 let entry_index = completion.tag() as usize;
@@ -98,8 +129,15 @@ impl Validation<'_> {
                         total_is_estimate: false,
                     });
                 }
-            })?;
-        Ok(ledger.into_inner())
+            });
+        let mut ledger = ledger.into_inner();
+        match streamed {
+            Ok(_) => {}
+            // The stream drained `specs`, so every entry is in the ledger.
+            Err(StreamError::Stalled { waited, .. }) => ledger.mark_stalled(waited),
+            Err(error) => return Err(error),
+        }
+        Ok(ledger)
     }
 
     /// What the header read for `entry` says about it.

@@ -1,0 +1,3 @@
+//! Support shared by the command's integration tests.
+
+pub mod stallfs;
