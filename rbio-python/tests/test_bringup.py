@@ -85,8 +85,34 @@ def test_errors_carry_the_commands_one_line_message(tmp_path, rbio_cli):
     assert run.stderr.strip() == f"rbio: error: {raised.value}"
     small = tmp_path / "small.img"
     small.write_bytes(b"\0" * 4096)
-    with pytest.raises(rbio.RbioError, match="layout does not fit the device"):
+    # No layout flag: the layout is read from the device, which records none.
+    with pytest.raises(rbio.RbioError, match="give the layout flags"):
         rbio.bringup(str(small), engine="serial")
+    with pytest.raises(rbio.RbioError, match="layout does not fit the device"):
+        rbio.bringup(str(small), engine="serial", slot_bytes=65536)
+
+
+def test_the_layout_is_read_from_the_device_when_no_flag_gives_it(fixture):
+    report = rbio.bringup(str(fixture.image), ignore_device_path=True, engine="serial")
+    assert report.to_dict()["settings"]["layout_source"] == "device"
+    assert len(report.index) == fixture.manifest["expected_entries_after_recovery"]
+
+
+def test_new_keywords_match_the_new_flags(fixture):
+    report = rbio.bringup(
+        str(fixture.image),
+        ignore_device_path=True,
+        buffered=True,
+        op_timeout=0.5,
+        engine="posix",
+    )
+    settings = report.to_dict()["settings"]
+    assert settings["direct"] is False
+    assert settings["op_timeout_secs"] == 0.5
+    with pytest.raises(ValueError, match="op_timeout"):
+        rbio.bringup(str(fixture.image), op_timeout=0)
+    with pytest.raises(rbio.RbioError):
+        rbio.bringup(str(fixture.image), strict_device_path=True, ignore_device_path=True)
 
 
 def test_keywords_are_checked():

@@ -439,8 +439,8 @@ pub struct Settings {
     /// Whether O_DIRECT was asked for and refused by the file or device, so reads went
     /// through the page cache.
     pub direct_refused: bool,
-    /// The per-operation timeout the engine was given, where the caller said.
-    // TODO(op_timeout): filled from `BringupOptions::op_timeout` once bringup carries one.
+    /// The engine's per-operation timeout, retries included (`None`: the engine has none, as
+    /// the serial engine).
     pub op_timeout: Option<Duration>,
     /// Where the layout came from.
     pub layout_source: LayoutSource,

@@ -495,7 +495,7 @@ impl Bringup {
                 engine_in_flight_max: engine.capabilities().in_flight_max,
                 direct: self.device.is_direct(),
                 direct_refused: self.device.direct_refused(),
-                op_timeout: None,
+                op_timeout: engine.op_timeout(),
                 layout_source: self.options.layout_source,
             },
             mirrors: Vec::new(),
