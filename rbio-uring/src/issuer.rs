@@ -103,7 +103,7 @@ impl<C: Codec> Ring<C> {
             return;
         }
         let abandoned = self.cqe_owed() > 0;
-        self.stats.orphaned_count += self.abandon_in_kernel(&IoError::Canceled);
+        self.stats.orphaned_count += self.slots.abandon_in_kernel(&IoError::Canceled);
         let registrations = Registrations {
             fixed: self.fixed.as_ref(),
             file: self

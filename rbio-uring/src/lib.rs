@@ -59,8 +59,8 @@ pub use engine::{UringBuilder, UringEngine};
 pub use error::SetupError;
 pub use flags::{RingFlags, SetupAttempt, SetupReport};
 pub use options::{OP_TIMEOUT_DEFAULT, WINDOW_DEFAULT, WINDOW_MAX};
-pub use reap::{BUSY_RETRIES_MAX, SHORT_CONTINUATIONS_MAX};
 pub use shutdown::DROP_DRAIN_TIMEOUT;
+pub use slot::{BUSY_RETRIES_MAX, SHORT_CONTINUATIONS_MAX};
 pub use stats::UringStats;
 
 mod nvme;

@@ -9,7 +9,6 @@ use io_uring::cqueue::EntryMarker as _;
 
 use crate::codec::Codec;
 use crate::ring::Ring;
-use crate::slot::{slot_of, user_data, SlotState, CANCEL_USER_DATA};
 
 /// The longest a dropped engine waits for the kernel to give its buffers back.
 pub const DROP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,13 +34,7 @@ impl<C: Codec> Ring<C> {
     /// passes; `true` if none is owed. The time is checked on every pass, since a wait can
     /// end early (on a polled ring every wait is one poll; see `wait_for_cqe`).
     fn cancel_and_drain(&mut self, timeout: Duration) -> bool {
-        let targets: Vec<u64> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.state == SlotState::InKernel)
-            .map(|(key, slot)| user_data(key, slot.generation))
-            .collect();
-        for target in targets {
+        for target in self.slots.in_kernel_user_data() {
             if !self.push_cancel(target) {
                 self.submit_pushed();
                 let _ = self.push_cancel(target);
@@ -67,26 +60,14 @@ impl<C: Codec> Ring<C> {
         let mut cqes = std::mem::take(&mut self.scratch);
         cqes.extend(self.ring.completion());
         for cqe in cqes.drain(..) {
-            if cqe.user_data() == CANCEL_USER_DATA {
-                self.cancel_count -= 1;
-                continue;
-            }
-            let (key, _) = slot_of(cqe.user_data());
-            if self.slots.remove(key).state == SlotState::Zombie {
-                self.zombie_count -= 1;
-            }
-            self.in_kernel_count -= 1;
+            self.slots.release(cqe.user_data());
         }
         self.scratch = cqes;
     }
 
     /// Leaks the ring, the arena's pool handle and every buffer the kernel may hold.
     fn leak_in_kernel(&mut self) {
-        for slot in self.slots.drain() {
-            if slot.state != SlotState::Waiting {
-                std::mem::forget(slot.op);
-            }
-        }
+        self.slots.leak_all();
         std::mem::forget(self.fixed.take());
         // `self.ring` is a `ManuallyDrop` that is not dropped: its mapping and fd leak.
     }
