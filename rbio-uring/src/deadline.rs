@@ -91,11 +91,7 @@ impl<C: Codec> Ring<C> {
         let Some(target) = cancel else {
             return;
         };
-        if !self.push_cancel(target) {
-            self.submit_pushed();
-            // Still full (an SQPOLL thread lagging): the zombie waits for its own CQE.
-            let _ = self.push_cancel(target);
-        }
+        self.push_cancel_now(target);
     }
 
     /// Drops stale entries once they outnumber live operations, so the queue stays within

@@ -8,6 +8,7 @@ use io_uring::{cqueue::EntryMarker as _, types};
 use rbio_core::{Completion, Errno, Wait};
 
 use crate::codec::{Codec, Outcome};
+use crate::features::RingFeatures;
 use crate::flags::RingFlags;
 use crate::ring::Ring;
 use crate::slot::{CqeFor, Next};
@@ -88,10 +89,13 @@ impl<C: Codec> Ring<C> {
         self.stats.enter_count += 1;
         let entered = if self.report.flags.polls_in_enter() {
             self.ring.submit_and_wait(0)
-        } else {
+        } else if self.report.features.contains(RingFeatures::EXT_ARG) {
             let timespec = types::Timespec::from(timeout);
             let args = types::SubmitArgs::new().timespec(&timespec);
             self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.arm_timer(timeout);
+            self.ring.submit_and_wait(1)
         };
         match entered {
             Ok(_) => true,
@@ -110,6 +114,9 @@ impl<C: Codec> Ring<C> {
         let out_before = out.len();
         for cqe in cqes.drain(..) {
             self.stats.cqe_count += 1;
+            if self.timers.on_cqe(cqe.user_data()) {
+                continue;
+            }
             if let CqeFor::Op { key, piece_bytes } = self.slots.on_cqe(cqe.user_data()) {
                 self.on_op_cqe(key, piece_bytes, &cqe, out);
             }

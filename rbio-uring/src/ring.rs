@@ -18,6 +18,7 @@ use rbio_core::{Capabilities, Device, IoError, Op};
 use crate::codec::Codec;
 use crate::deadline::Deadlines;
 use crate::error::SetupError;
+use crate::features::{RingFeatures, SetupWarning};
 use crate::fixed::FixedBuffers;
 use crate::flags::SetupReport;
 use crate::issuer::Issuer;
@@ -25,6 +26,7 @@ use crate::readiness::RingReadiness;
 use crate::setup::{self, Registrations, RingPlan};
 use crate::slot::Slots;
 use crate::stats::UringStats;
+use crate::timer::Timers;
 
 /// How a core is configured, beyond its codec.
 pub(crate) struct CoreConfig {
@@ -55,6 +57,8 @@ pub(crate) struct Ring<C: Codec> {
     /// Every admitted, uncompleted operation, plus zombies, and the in-flight counts.
     pub(crate) slots: Slots,
     pub(crate) deadlines: Deadlines,
+    /// Timeout SQEs bounding waits where the kernel lacks `EXT_ARG`.
+    pub(crate) timers: Timers,
     /// Reused buffer of CQEs copied out of the ring.
     pub(crate) scratch: Vec<C::Cqe>,
     /// The most SQEs one `io_uring_enter` hands to the kernel while refilling (default: all).
@@ -79,26 +83,50 @@ impl<C: Codec> Ring<C> {
             eventfd: None,
         };
         let created = setup::create::<C::Sqe, C::Cqe>(&config.plan, registrations)?;
+        let mut fixed = config.fixed;
+        let mut warnings = Vec::new();
+        if let Some(errno) = created.buffers_refused {
+            let refused = fixed.take().expect("only a registered arena is refused");
+            warnings.push(SetupWarning::FixedBuffersRefused {
+                arena_bytes: refused.arena_bytes(),
+                errno,
+            });
+        }
+        let features = RingFeatures::of_flags(created.flags)
+            .union(config.plan.usable.intersect(RingFeatures::EXT_ARG))
+            .union(RingFeatures::when(
+                config.register_file,
+                RingFeatures::FIXED_FILE,
+            ))
+            .union(RingFeatures::when(
+                fixed.is_some(),
+                RingFeatures::FIXED_BUFFERS,
+            ))
+            .union(RingFeatures::when(C::PASSTHROUGH, RingFeatures::URING_CMD));
         let report = SetupReport {
             attempts: created.attempts,
             flags: created.flags,
             sq_entries: created.ring.params().sq_entries(),
             cq_entries: created.ring.params().cq_entries(),
-            fixed_buffer_count: config.fixed.as_ref().map_or(0, FixedBuffers::iovec_count),
+            fixed_buffer_count: fixed.as_ref().map_or(0, FixedBuffers::iovec_count),
             fixed_file: config.register_file,
+            features,
+            warnings,
         };
-        check_cq_entries(report.cq_entries, config.window)?;
+        let cq_entries_min = 2 * config.window + config.plan.timer_cqe_max();
+        check_cq_entries(report.cq_entries, cq_entries_min)?;
         Ok(Ring {
             issuer: Issuer::for_flags(created.flags),
             ring: ManuallyDrop::new(created.ring),
             codec,
             device: config.device,
-            fixed: config.fixed,
+            fixed,
             readiness,
             plan: config.plan,
             register_file: config.register_file,
             slots: Slots::new(config.window),
             deadlines: Deadlines::new(config.op_timeout),
+            timers: Timers::default(),
             scratch: Vec::with_capacity(report.cq_entries as usize),
             sqes_per_enter_max: usize::MAX,
             broken: None,
@@ -108,9 +136,16 @@ impl<C: Codec> Ring<C> {
         })
     }
 
-    /// CQEs the kernel still owes: one per piece in the kernel and one per cancel.
+    /// CQEs the kernel still owes: one per piece in the kernel, per cancel and per timer.
     pub(crate) fn cqe_owed(&self) -> usize {
-        self.slots.cqe_owed()
+        self.slots.cqe_owed() + self.timers.armed_count()
+    }
+
+    /// Forgets everything the kernel holds (operations, zombies, timers), completing the
+    /// operations with `error`; the caller leaks the ring. Returns how many it completed.
+    pub(crate) fn abandon_in_kernel(&mut self, error: &IoError) -> u64 {
+        self.timers.leak_all();
+        self.slots.abandon_in_kernel(error)
     }
 
     /// Admits `ops` (refusing what the device cannot do), fills the window and submits.
@@ -153,7 +188,7 @@ impl<C: Codec> Ring<C> {
         self.broken = Some(error.clone());
         // The kernel may still write into what it holds: the ring and those buffers leak.
         self.leak_ring |= self.cqe_owed() > 0;
-        self.slots.abandon_in_kernel(&error);
+        self.abandon_in_kernel(&error);
         self.slots.fail_waiting(&error);
     }
 
@@ -178,10 +213,10 @@ impl<C: Codec> Ring<C> {
     }
 }
 
-/// Refuses a CQ that cannot hold a CQE for every operation of the window and every cancel.
-/// The kernel rounds the size asked for up, so this fails only if it answers otherwise.
-fn check_cq_entries(cq_entries: u32, window: usize) -> Result<(), SetupError> {
-    let cq_entries_min = 2 * window;
+/// Refuses a CQ that cannot hold a CQE for every operation of the window, every cancel and
+/// every timeout SQE. The kernel rounds the size asked for up, so this fails only if it
+/// answers otherwise.
+fn check_cq_entries(cq_entries: u32, cq_entries_min: usize) -> Result<(), SetupError> {
     if (cq_entries as usize) < cq_entries_min {
         return Err(SetupError::CqTooSmall {
             cq_entries,
@@ -203,6 +238,7 @@ mod tests {
     use super::*;
     use crate::block::{BlockCodec, FileTarget};
     use crate::codec::{Outcome, Piece, PieceRequest};
+    use crate::features::kernel_features;
     use crate::flags::RingFlags;
     use crate::slot::BUSY_RETRIES_MAX;
 
@@ -254,7 +290,12 @@ mod tests {
         let config = CoreConfig {
             device,
             window,
-            plan: RingPlan::for_window(window, RingFlags::NONE, RingFlags::LADDER.to_vec()),
+            plan: RingPlan::for_window(
+                window,
+                RingFlags::NONE,
+                RingFlags::LADDER.to_vec(),
+                kernel_features(),
+            ),
             fixed: None,
             register_file: true,
             op_timeout: Some(Duration::from_secs(5)),
@@ -346,7 +387,12 @@ mod tests {
     fn a_cq_too_small_for_the_window_is_a_setup_error() {
         let (_image, mut config) = config(8);
         // The ring of a window of 2 (a CQ of 4 entries) under a window of 8.
-        config.plan = RingPlan::for_window(2, RingFlags::NONE, RingFlags::LADDER.to_vec());
+        config.plan = RingPlan::for_window(
+            2,
+            RingFlags::NONE,
+            RingFlags::LADDER.to_vec(),
+            kernel_features(),
+        );
         let error = match Ring::new(scripted(Vec::new()), config) {
             Ok(_) => panic!("a CQ of 4 entries was accepted for a window of 8"),
             Err(error) => error,
@@ -382,7 +428,12 @@ mod tests {
         let config = CoreConfig {
             device: Arc::new(Device::open("/dev/ptmx").expect("open /dev/ptmx")),
             window: 4,
-            plan: RingPlan::for_window(4, RingFlags::NONE, RingFlags::LADDER.to_vec()),
+            plan: RingPlan::for_window(
+                4,
+                RingFlags::NONE,
+                RingFlags::LADDER.to_vec(),
+                kernel_features(),
+            ),
             fixed: None,
             register_file: true,
             op_timeout: None,

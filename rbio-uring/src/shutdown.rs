@@ -35,10 +35,7 @@ impl<C: Codec> Ring<C> {
     /// end early (on a polled ring every wait is one poll; see `wait_for_cqe`).
     fn cancel_and_drain(&mut self, timeout: Duration) -> bool {
         for target in self.slots.in_kernel_user_data() {
-            if !self.push_cancel(target) {
-                self.submit_pushed();
-                let _ = self.push_cancel(target);
-            }
+            self.push_cancel_now(target);
         }
         self.submit_pushed();
         let deadline = Instant::now() + timeout;
@@ -46,6 +43,12 @@ impl<C: Codec> Ring<C> {
             let now = Instant::now();
             if now >= deadline {
                 return false;
+            }
+            if self.slots.cqe_owed() == 0 {
+                // Only timers are owed, some armed by these very waits: cancel them too.
+                for target in self.timers.take_uncanceled() {
+                    self.push_cancel_now(target);
+                }
             }
             if !self.wait_for_cqe(deadline - now) {
                 return false;
@@ -60,7 +63,9 @@ impl<C: Codec> Ring<C> {
         let mut cqes = std::mem::take(&mut self.scratch);
         cqes.extend(self.ring.completion());
         for cqe in cqes.drain(..) {
-            self.slots.release(cqe.user_data());
+            if !self.timers.on_cqe(cqe.user_data()) {
+                self.slots.release(cqe.user_data());
+            }
         }
         self.scratch = cqes;
     }
@@ -68,6 +73,7 @@ impl<C: Codec> Ring<C> {
     /// Leaks the ring, the arena's pool handle and every buffer the kernel may hold.
     fn leak_in_kernel(&mut self) {
         self.slots.leak_all();
+        self.timers.leak_all();
         std::mem::forget(self.fixed.take());
         // `self.ring` is a `ManuallyDrop` that is not dropped: its mapping and fd leak.
     }

@@ -82,6 +82,15 @@ impl<C: Codec> Ring<C> {
         true
     }
 
+    /// Pushes a cancel for `target`, handing the SQ to the kernel first if it is full.
+    pub(crate) fn push_cancel_now(&mut self, target: u64) {
+        if !self.push_cancel(target) {
+            self.submit_pushed();
+            // Still full (an SQPOLL thread lagging): the target completes by itself.
+            let _ = self.push_cancel(target);
+        }
+    }
+
     /// Hands pushed SQEs to the kernel (one `io_uring_enter`, restarted after `EINTR`).
     /// `EAGAIN`/`EBUSY` leave them in the SQ for the next enter, after a reap.
     pub(crate) fn submit_pushed(&mut self) {
