@@ -42,10 +42,14 @@ impl RingFeatures {
     pub const FIXED_BUFFERS: RingFeatures = RingFeatures(1 << 6);
     /// `IORING_OP_URING_CMD` (5.19): NVMe passthrough.
     pub const URING_CMD: RingFeatures = RingFeatures(1 << 7);
+    /// `IORING_FEAT_MIN_TIMEOUT` (6.12): a wait for several completions returns with what
+    /// has arrived once a short time has passed. Without it, a wait for several is bounded by
+    /// its own short `EXT_ARG` timeout, and without that too waits are for one completion.
+    pub const MIN_TIMEOUT: RingFeatures = RingFeatures(1 << 8);
     /// Every feature above.
-    pub const ALL: RingFeatures = RingFeatures((1 << 8) - 1);
+    pub const ALL: RingFeatures = RingFeatures((1 << 9) - 1);
 
-    const NAMES: [(RingFeatures, &'static str); 8] = [
+    const NAMES: [(RingFeatures, &'static str); 9] = [
         (RingFeatures::SUBMIT_ALL, "submit_all"),
         (RingFeatures::COOP_TASKRUN, "coop_taskrun"),
         (RingFeatures::SINGLE_ISSUER, "single_issuer"),
@@ -54,6 +58,7 @@ impl RingFeatures {
         (RingFeatures::FIXED_FILE, "fixed_file"),
         (RingFeatures::FIXED_BUFFERS, "fixed_buffers"),
         (RingFeatures::URING_CMD, "uring_cmd"),
+        (RingFeatures::MIN_TIMEOUT, "min_timeout"),
     ];
 
     /// Whether every feature of `other` is here.
@@ -167,6 +172,10 @@ fn probe() -> RingFeatures {
         .union(RingFeatures::FIXED_FILE)
         .union(RingFeatures::FIXED_BUFFERS)
         .union(RingFeatures::when(uring_cmd, RingFeatures::URING_CMD))
+        .union(RingFeatures::when(
+            ring.params().is_feature_min_timeout(),
+            RingFeatures::MIN_TIMEOUT,
+        ))
 }
 
 /// Whether the kernel creates a ring with `flags`.

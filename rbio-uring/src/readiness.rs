@@ -70,6 +70,11 @@ impl<C: Codec> Ring<C> {
         readiness.eventfd.as_fd()
     }
 
+    /// Whether someone holds the readiness fd (and so may wait on it rather than reap).
+    pub(crate) fn readiness_wanted(&self) -> bool {
+        self.readiness.is_wanted()
+    }
+
     /// Registers the eventfd if it is wanted and not yet registered (on the issuing thread).
     pub(crate) fn sync_readiness(&mut self) {
         if self.readiness.registered || !self.readiness.is_wanted() || self.broken.is_some() {

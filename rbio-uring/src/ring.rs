@@ -93,7 +93,16 @@ impl<C: Codec> Ring<C> {
             });
         }
         let features = RingFeatures::of_flags(created.flags)
-            .union(config.plan.usable.intersect(RingFeatures::EXT_ARG))
+            .union(
+                config
+                    .plan
+                    .usable
+                    .intersect(RingFeatures::EXT_ARG.union(RingFeatures::MIN_TIMEOUT)),
+            )
+            .without(RingFeatures::when(
+                !config.plan.usable.contains(RingFeatures::EXT_ARG),
+                RingFeatures::MIN_TIMEOUT,
+            ))
             .union(RingFeatures::when(
                 config.register_file,
                 RingFeatures::FIXED_FILE,
@@ -159,7 +168,7 @@ impl<C: Codec> Ring<C> {
             }
         }
         self.refill();
-        self.submit_pushed();
+        self.submit_unless_busy();
         self.signal_ready();
     }
 

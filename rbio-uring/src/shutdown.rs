@@ -32,7 +32,7 @@ impl<C: Codec> Drop for Ring<C> {
 impl<C: Codec> Ring<C> {
     /// Cancels every operation in the kernel and reaps CQEs until none is owed or `timeout`
     /// passes; `true` if none is owed. The time is checked on every pass, since a wait can
-    /// end early (on a polled ring every wait is one poll; see `wait_for_cqe`).
+    /// end early (on a polled ring every wait is one poll; see `wait_for_cqes`).
     fn cancel_and_drain(&mut self, timeout: Duration) -> bool {
         for target in self.slots.in_kernel_user_data() {
             self.push_cancel_now(target);
@@ -50,7 +50,7 @@ impl<C: Codec> Ring<C> {
                     self.push_cancel_now(target);
                 }
             }
-            if !self.wait_for_cqe(deadline - now) {
+            if !self.wait_for_cqes(1, deadline - now) {
                 return false;
             }
             self.drain_for_drop();
