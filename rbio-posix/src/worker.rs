@@ -260,7 +260,10 @@ impl Worker {
         let more_queued = self.queue.queued_count() > 0;
         // A late completion is dropped here, outside the ledger's lock: only now, with the
         // system call returned, does its buffer go back to the pool.
-        drop(self.ledger.finish(id, op.complete(result), more_queued));
+        drop(
+            self.ledger
+                .finish(self.index, id, op.complete(result), more_queued),
+        );
     }
 }
 
