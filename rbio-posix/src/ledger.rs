@@ -351,11 +351,12 @@ impl Ledger {
     /// Completes as timed out every operation whose deadline is at or before `now`.
     ///
     /// All tickets share one timeout and ids grow with submission time, so the overdue ones
-    /// are a prefix of each shard's `in_flight`, and once every shard is done, every id up to
-    /// the largest expired one has left. Returns whether the reaper must be woken.
+    /// are a prefix of each shard's `in_flight`. `expired_through` moves before each timed-out
+    /// completion is announced, so a worker never performs an operation whose timeout was
+    /// reaped; an id below it still in another shard is overdue too and leaves in this pass.
+    /// Returns whether the reaper must be woken.
     fn expire(&self, now: Instant) -> bool {
         let mut wake_reaper = false;
-        let mut expired_max = 0;
         for shard in &self.shards {
             let mut shard = lock(shard);
             while let Some(entry) = shard.in_flight.first_entry() {
@@ -363,7 +364,7 @@ impl Ledger {
                     break;
                 }
                 let (id, ticket) = entry.remove_entry();
-                expired_max = expired_max.max(id);
+                self.expired_through.fetch_max(id, Ordering::Release);
                 self.in_flight_count.fetch_sub(1, Ordering::SeqCst);
                 self.timed_out_count.fetch_add(1, Ordering::Relaxed);
                 let timeout = self.op_timeout;
@@ -372,8 +373,6 @@ impl Ledger {
                 wake_reaper |= self.push_done(&mut shard, timed_out);
             }
         }
-        self.expired_through
-            .fetch_max(expired_max, Ordering::Release);
         wake_reaper
     }
 
