@@ -45,9 +45,7 @@ impl EngineKind {
     pub fn about(self) -> &'static str {
         match self {
             EngineKind::Serial => "one synchronous pread after another: the reference",
-            EngineKind::Posix => {
-                "a pool of pread worker threads over contiguous ranges (--workers)"
-            }
+            EngineKind::Posix => "a pool of pread worker threads over contiguous ranges (--workers)",
             EngineKind::Uring => {
                 "io_uring with batched submission and a sliding window (--window, --fixed-buffers)"
             }
