@@ -22,6 +22,9 @@ use rbio_engines::{tiny_pool, EngineConfig};
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     let ready = args.settings().prepare(&args.device)?;
     note_direct_refused(ready.device());
+    for warning in ready.engine_warnings() {
+        eprintln!("rbio: warning: {warning}");
+    }
     let bar = Bar::new("bringup");
     let recovered = ready.run(&mut |progress| bar.bringup(progress))?;
     bar.finish();
@@ -365,6 +368,7 @@ mod tests {
         Report {
             device: "image".to_owned(),
             engine: "serial".to_owned(),
+            engine_features: None,
             settings: Default::default(),
             mirrors,
             checkpoint: Some(ChosenCheckpoint {

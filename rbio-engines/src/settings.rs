@@ -12,7 +12,9 @@ use rbio_recovery::{
     KeyNamespace, Layout, LayoutSource, Progress, Recovered,
 };
 
-use crate::{open_device_for, EngineConfig, EngineKind};
+use rbio_uring::SetupWarning;
+
+use crate::{open_device_for, EngineConfig, EngineFeatures, EngineKind};
 
 /// Any failure of a bringup or an inspection; [`crate::error_line`] gives its one-line text,
 /// as the command prints it.
@@ -151,6 +153,8 @@ pub struct ReadyBringup {
     device: Arc<Device>,
     bringup: Bringup,
     engine: Box<dyn Engine>,
+    /// The io_uring features the engine runs with; `None` for an engine without a ring.
+    features: Option<EngineFeatures>,
 }
 
 impl ReadyBringup {
@@ -159,12 +163,26 @@ impl ReadyBringup {
         &self.device
     }
 
-    /// Brings the device up, calling `progress` as it advances. Reads only.
+    /// What the engine does without though asked for, and why (fixed buffers refused for
+    /// lack of locked memory, for one): a person should see these.
+    pub fn engine_warnings(&self) -> &[SetupWarning] {
+        self.features
+            .as_ref()
+            .map_or(&[], |features| features.warnings.as_slice())
+    }
+
+    /// Brings the device up, calling `progress` as it advances; the report names the io_uring
+    /// features the engine ran with. Reads only.
     ///
     /// # Errors
     /// As [`Bringup::run`].
     pub fn run(mut self, progress: &mut dyn FnMut(Progress)) -> Result<Recovered, Failure> {
-        Ok(self.bringup.run(&mut *self.engine, progress)?)
+        let mut recovered = self.bringup.run(&mut *self.engine, progress)?;
+        recovered.report.engine_features = self.features.map(|features| {
+            let names = features.features.names();
+            names.into_iter().map(str::to_owned).collect()
+        });
+        Ok(recovered)
     }
 }
 
@@ -213,11 +231,12 @@ impl BringupSettings {
             report_all_entries: self.entries,
         };
         let bringup = Bringup::new(device.clone(), options)?;
-        let engine = config.build(&device, bringup.header_pool())?;
+        let (engine, features) = config.build_with_features(&device, bringup.header_pool())?;
         Ok(ReadyBringup {
             device,
             bringup,
             engine,
+            features,
         })
     }
 

@@ -1,11 +1,16 @@
 //! The ledger: which operations are in flight, the completions waiting to be reaped, and the
 //! one place where an operation is completed, exactly once, by its worker or by its deadline.
 //!
-//! Every admitted operation gets an id (increasing, never reused) and a ticket in `in_flight`.
-//! Whoever removes the ticket (the worker that performed the operation, the timer when its
-//! deadline passes, or the clean-up of a worker that died) produces the one completion; a
-//! worker whose ticket is already gone drops its late result, which returns the buffer to its
-//! pool only after the system call has let go of it. All of it happens under one mutex.
+//! Every admitted operation gets an id (increasing, never reused) and a ticket in the shard of
+//! the worker it goes to. Whoever removes the ticket (the worker that performed the operation,
+//! the timer when its deadline passes, or the clean-up of a worker that died) produces the one
+//! completion; a worker whose ticket is already gone drops its late result, which returns the
+//! buffer to its pool only after the system call has let go of it.
+//!
+//! A worker completes an operation under its own shard's lock, which only the reaper (once per
+//! reap), the timer and the submitter ever take besides it: no lock shared by all workers is
+//! taken per operation. Counts the reaper waits on are atomics; the one shared lock (`control`)
+//! is taken by a worker only to wake a reaper blocked in `reap`, once per batch of completions.
 //!
 //! A timed-out operation's buffer stays with its job until the worker lets go of it (after
 //! the stuck call returns, or when it skips the job): the ledger counts such buffers as held
@@ -13,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,24 +35,20 @@ pub const ANNOUNCE_LATENCY_MAX: Duration = Duration::from_millis(1);
 struct Ticket {
     info: OpInfo,
     deadline: Instant,
-    worker_index: usize,
 }
 
+/// One worker's operations in flight and the completions it produced, not yet reaped.
 #[derive(Debug, Default)]
-struct LedgerState {
+struct Shard {
     in_flight: BTreeMap<u64, Ticket>,
     done: Vec<Completion>,
-    next_id: u64,
-    signalled: bool,
-    reaper_waiting: bool,
-    /// Completions wait in `done` for a blocked reaper that was not woken for them yet.
-    wake_deferred: bool,
+}
+
+/// What the reaper and the timer sleep on.
+#[derive(Debug, Default)]
+struct Control {
     timer_idle: bool,
     stopping: bool,
-    timed_out_count: u64,
-    late_count: u64,
-    /// Operations completed as timed out whose job (and buffer) a worker still has.
-    held_count: usize,
 }
 
 /// Counts of operations the deadline decided, for tests and diagnostics.
@@ -62,39 +63,62 @@ pub struct TimeoutStats {
 /// Shared by the engine, its workers and its timer thread.
 #[derive(Debug)]
 pub(crate) struct Ledger {
-    state: Mutex<LedgerState>,
-    /// The reaper waits here for `done` to become non-empty.
+    /// One per worker; refused operations' completions go to the first.
+    shards: Vec<Mutex<Shard>>,
+    control: Mutex<Control>,
+    /// The reaper waits here (with `control`) for a completion.
     completed: Condvar,
-    /// The timer waits here for the next deadline, or for work when nothing is in flight.
+    /// The timer waits here (with `control`) for the next deadline, or for work.
     timer_wake: Condvar,
     readiness: Readiness,
     op_timeout: Duration,
     /// Every id up to this one has left `in_flight` (ids expire in order), so a worker can
-    /// tell without the lock that an operation it has not started yet timed out.
+    /// tell without a lock that an operation it has not started yet timed out.
     expired_through: AtomicU64,
+    next_id: AtomicU64,
+    in_flight_count: AtomicUsize,
+    /// Completions in the shards' `done`.
+    done_count: AtomicUsize,
+    /// The readiness fd is signalled (set before the write, cleared before the read).
+    signalled: AtomicBool,
+    reaper_waiting: AtomicBool,
+    /// Completions wait for a blocked reaper that was not woken for them yet.
+    wake_deferred: AtomicBool,
+    timed_out_count: AtomicU64,
+    late_count: AtomicU64,
+    /// Operations completed as timed out whose job (and buffer) a worker still has.
+    held_count: AtomicUsize,
+}
+
+/// Locks `mutex`. Every update under these locks is complete before anything that can panic,
+/// so the state is consistent even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Ledger {
-    pub(crate) fn new(readiness: Readiness, op_timeout: Duration) -> Ledger {
+    /// A ledger for `worker_count` workers (at least one shard).
+    pub(crate) fn new(readiness: Readiness, op_timeout: Duration, worker_count: usize) -> Ledger {
         Ledger {
-            state: Mutex::new(LedgerState {
-                next_id: 1,
-                ..LedgerState::default()
-            }),
+            shards: (0..worker_count.max(1)).map(|_| Mutex::default()).collect(),
+            control: Mutex::default(),
             completed: Condvar::new(),
             timer_wake: Condvar::new(),
             readiness,
             op_timeout,
             expired_through: AtomicU64::new(0),
+            next_id: AtomicU64::new(1),
+            in_flight_count: AtomicUsize::new(0),
+            done_count: AtomicUsize::new(0),
+            signalled: AtomicBool::new(false),
+            reaper_waiting: AtomicBool::new(false),
+            wake_deferred: AtomicBool::new(false),
+            timed_out_count: AtomicU64::new(0),
+            late_count: AtomicU64::new(0),
+            held_count: AtomicUsize::new(0),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, LedgerState> {
-        // Every update of the state is complete before anything that can panic, so the state
-        // is consistent even if a holder panicked.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Records the admitted operations (each with the worker it goes to) and the refused
@@ -105,34 +129,42 @@ impl Ledger {
         refused: Vec<Completion>,
     ) -> u64 {
         let deadline = Instant::now() + self.op_timeout;
-        let mut state = self.lock();
-        let first_id = state.next_id;
-        let was_idle = state.in_flight.is_empty();
-        debug_assert!(state
-            .in_flight
-            .last_key_value()
-            .is_none_or(|(_, last)| last.deadline <= deadline));
-        for (info, worker_index) in admitted {
-            let id = state.next_id;
-            state.next_id += 1;
-            let ticket = Ticket {
-                info,
-                deadline,
-                worker_index,
-            };
-            state.in_flight.insert(id, ticket);
+        let admitted_count = admitted.len();
+        let first_id = self
+            .next_id
+            .fetch_add(admitted_count as u64, Ordering::Relaxed);
+        self.in_flight_count
+            .fetch_add(admitted_count, Ordering::SeqCst);
+        // Operations come grouped by worker: each shard is locked once per run of them.
+        let mut current: Option<(usize, MutexGuard<'_, Shard>)> = None;
+        for ((info, worker_index), id) in admitted.zip(first_id..) {
+            if current
+                .as_ref()
+                .is_none_or(|(index, _)| *index != worker_index)
+            {
+                current = Some((worker_index, lock(&self.shards[worker_index])));
+            }
+            let (_, shard) = current.as_mut().expect("locked above");
+            shard.in_flight.insert(id, Ticket { info, deadline });
         }
+        drop(current);
         let mut wake_reaper = false;
-        for completion in refused {
-            wake_reaper |= self.push_done(&mut state, completion);
+        if !refused.is_empty() {
+            let mut shard = lock(&self.shards[0]);
+            for completion in refused {
+                wake_reaper |= self.push_done(&mut shard, completion);
+            }
         }
-        let wake_timer = was_idle && !state.in_flight.is_empty() && state.timer_idle;
-        drop(state);
         if wake_reaper {
-            self.completed.notify_one();
+            self.wake_reaper();
         }
-        if wake_timer {
-            self.timer_wake.notify_one();
+        if admitted_count > 0 {
+            // Once per batch, after the tickets are in: a timer that went idle before it
+            // could see them is asleep by now, and waits for this.
+            let control = lock(&self.control);
+            if control.timer_idle {
+                self.timer_wake.notify_one();
+            }
         }
         first_id
     }
@@ -145,9 +177,9 @@ impl Ledger {
         id > self.expired_through.load(Ordering::Acquire)
     }
 
-    /// Completes the operation `id` with `completion`, unless its deadline or the clean-up of
-    /// its worker already did. Returns the completion when it came too late, for the caller
-    /// to drop outside the lock.
+    /// Completes the operation `id` of worker `worker_index` with `completion`, unless its
+    /// deadline or the clean-up of its worker already did. Returns the completion when it
+    /// came too late, for the caller to drop outside the lock.
     ///
     /// A reaper blocked in `reap` is woken once per batch of completions, not once for each:
     /// while the finishing worker has more operations queued (so it is not about to idle)
@@ -158,25 +190,28 @@ impl Ledger {
     /// ([`ANNOUNCE_LATENCY_MAX`]), so a completion never waits behind a stuck operation.
     pub(crate) fn finish(
         &self,
+        worker_index: usize,
         id: u64,
         completion: Completion,
         more_queued: bool,
     ) -> Option<Completion> {
-        let mut state = self.lock();
-        if state.in_flight.remove(&id).is_none() {
-            state.late_count += 1;
+        let mut shard = lock(&self.shards[worker_index]);
+        if shard.in_flight.remove(&id).is_none() {
+            drop(shard);
+            self.late_count.fetch_add(1, Ordering::Relaxed);
             return Some(completion);
         }
-        let mut wake_reaper = self.push_done(&mut state, completion);
-        let done_count = state.done.len();
-        let outstanding_count = done_count + state.in_flight.len();
+        self.in_flight_count.fetch_sub(1, Ordering::SeqCst);
+        let mut wake_reaper = self.push_done(&mut shard, completion);
+        drop(shard);
+        let done_count = self.done_count.load(Ordering::SeqCst);
+        let outstanding_count = done_count + self.in_flight_count.load(Ordering::SeqCst);
         if wake_reaper && more_queued && 2 * done_count < outstanding_count {
-            state.wake_deferred = true;
+            self.wake_deferred.store(true, Ordering::SeqCst);
             wake_reaper = false;
         }
-        drop(state);
         if wake_reaper {
-            self.completed.notify_one();
+            self.wake_reaper();
         }
         None
     }
@@ -184,78 +219,97 @@ impl Ledger {
     /// Completes every operation still assigned to a worker that died, with
     /// [`IoError::Canceled`] and no buffer (its buffers were dropped as the thread unwound).
     pub(crate) fn abandon_worker(&self, worker_index: usize) {
-        let mut state = self.lock();
-        let orphans: Vec<(u64, Ticket)> = state
-            .in_flight
-            .iter()
-            .filter(|(_, ticket)| ticket.worker_index == worker_index)
-            .map(|(id, ticket)| (*id, *ticket))
-            .collect();
+        let mut shard = lock(&self.shards[worker_index]);
+        let orphans = std::mem::take(&mut shard.in_flight);
+        self.in_flight_count
+            .fetch_sub(orphans.len(), Ordering::SeqCst);
         let mut wake_reaper = false;
-        for (id, ticket) in orphans {
-            state.in_flight.remove(&id);
+        for ticket in orphans.into_values() {
             let canceled = Completion::new(ticket.info, Err(IoError::Canceled), None);
-            wake_reaper |= self.push_done(&mut state, canceled);
+            wake_reaper |= self.push_done(&mut shard, canceled);
         }
-        drop(state);
+        drop(shard);
         if wake_reaper {
-            self.completed.notify_one();
+            self.wake_reaper();
         }
     }
 
     /// Appends every completion waiting to `completions`, blocking until one arrives or the
     /// deadline of `wait` passes. The caller knows that something is pending.
     pub(crate) fn reap(&self, completions: &mut Vec<Completion>, wait: Wait) -> usize {
-        let mut state = self.lock();
         if let Wait::Until(deadline) = wait {
-            while state.done.is_empty() || state.wake_deferred {
-                let now = Instant::now();
-                if now >= deadline {
-                    break;
-                }
-                // A worker defers a wake only while fewer than half of the outstanding
-                // operations are done, so only with two or more in flight; with fewer, and no
-                // wake already deferred, the reaper can sleep until its deadline.
-                let deferral_possible = state.wake_deferred || state.in_flight.len() >= 2;
-                let nap = if deferral_possible {
-                    (deadline - now).min(ANNOUNCE_LATENCY_MAX)
-                } else {
-                    deadline - now
-                };
-                state.reaper_waiting = true;
-                let (woken, nap_result) = self
-                    .completed
-                    .wait_timeout(state, nap)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                state = woken;
-                state.reaper_waiting = false;
-                if nap_result.timed_out() && !state.done.is_empty() {
-                    break;
-                }
-            }
-            state.wake_deferred = false;
+            self.wait_for_done(deadline);
         }
-        let reaped_count = state.done.len();
-        completions.append(&mut state.done);
-        if state.signalled {
-            state.signalled = false;
+        let mut reaped_count = 0;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            reaped_count += shard.done.len();
+            completions.append(&mut shard.done);
+        }
+        self.done_count.fetch_sub(reaped_count, Ordering::SeqCst);
+        if self.signalled.swap(false, Ordering::SeqCst) {
             self.readiness.clear();
+            // Clear first, then look: a completion pushed meanwhile signals again here or in
+            // its own `push_done`.
+            if self.done_count.load(Ordering::SeqCst) > 0 {
+                self.announce();
+            }
         }
         reaped_count
     }
 
+    /// Blocks until a completion waits (and no wake is deferred) or `deadline` passes.
+    fn wait_for_done(&self, deadline: Instant) {
+        let ready = || {
+            self.done_count.load(Ordering::SeqCst) > 0 && !self.wake_deferred.load(Ordering::SeqCst)
+        };
+        let mut control = lock(&self.control);
+        loop {
+            let now = Instant::now();
+            if ready() || now >= deadline {
+                break;
+            }
+            // A worker defers a wake only while fewer than half of the outstanding
+            // operations are done, so only with two or more in flight; with fewer, and no
+            // wake already deferred, the reaper can sleep until its deadline.
+            let deferral_possible = self.wake_deferred.load(Ordering::SeqCst)
+                || self.in_flight_count.load(Ordering::SeqCst) >= 2;
+            let nap = if deferral_possible {
+                (deadline - now).min(ANNOUNCE_LATENCY_MAX)
+            } else {
+                deadline - now
+            };
+            // Set before the last look: a worker that finishes after it sees the flag and
+            // takes `control` to wake us, which it can only do once we wait.
+            self.reaper_waiting.store(true, Ordering::SeqCst);
+            if ready() {
+                self.reaper_waiting.store(false, Ordering::SeqCst);
+                break;
+            }
+            let (woken, nap_result) = self
+                .completed
+                .wait_timeout(control, nap)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            control = woken;
+            self.reaper_waiting.store(false, Ordering::SeqCst);
+            if nap_result.timed_out() && self.done_count.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+        }
+        self.wake_deferred.store(false, Ordering::SeqCst);
+    }
+
     /// What the deadlines decided so far.
     pub(crate) fn timeout_stats(&self) -> TimeoutStats {
-        let state = self.lock();
         TimeoutStats {
-            timed_out_count: state.timed_out_count,
-            late_result_count: state.late_count,
+            timed_out_count: self.timed_out_count.load(Ordering::Relaxed),
+            late_result_count: self.late_count.load(Ordering::Relaxed),
         }
     }
 
     /// Buffers of timed-out operations that workers have not let go of yet.
     pub(crate) fn held_count(&self) -> usize {
-        self.lock().held_count
+        self.held_count.load(Ordering::SeqCst)
     }
 
     /// The timeout every operation gets from its submission.
@@ -266,45 +320,45 @@ impl Ledger {
     /// Records that a worker dropped the job of a timed-out operation, its buffer back in its
     /// pool, and makes the readiness fd readable so that a caller waiting for a buffer wakes.
     pub(crate) fn release_held(&self) {
-        let mut state = self.lock();
-        state.held_count = state.held_count.saturating_sub(1);
-        if !state.signalled {
-            state.signalled = true;
-            self.readiness.signal();
-        }
+        // Never below zero: a job skipped after its timeout was counted when it expired.
+        let _ = self
+            .held_count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                held.checked_sub(1)
+            });
+        self.announce();
     }
 
     /// Tells the timer thread to return.
     pub(crate) fn stop(&self) {
-        let mut state = self.lock();
-        state.stopping = true;
+        let mut control = lock(&self.control);
+        control.stopping = true;
         self.timer_wake.notify_all();
     }
 
     /// The timer thread's body: completes operations as timed out when their deadline
     /// passes, sleeping until the earliest deadline (or until work arrives) in between.
     pub(crate) fn run_timer(&self) {
-        let mut state = self.lock();
-        while !state.stopping {
+        let mut control = lock(&self.control);
+        while !control.stopping {
             let now = Instant::now();
-            if self.expire(&mut state, now) {
+            if self.expire(now) {
                 // Rare (a deadline passed): waking under the lock costs nothing that matters.
                 self.completed.notify_one();
             }
-            let earliest = state.in_flight.first_key_value().map(|(_, t)| t.deadline);
-            state = match earliest {
+            control = match self.earliest_deadline() {
                 None => {
-                    state.timer_idle = true;
-                    let mut state = self
+                    control.timer_idle = true;
+                    let mut control = self
                         .timer_wake
-                        .wait(state)
+                        .wait(control)
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    state.timer_idle = false;
-                    state
+                    control.timer_idle = false;
+                    control
                 }
                 Some(deadline) => {
                     self.timer_wake
-                        .wait_timeout(state, deadline.saturating_duration_since(now))
+                        .wait_timeout(control, deadline.saturating_duration_since(now))
                         .unwrap_or_else(|poisoned| poisoned.into_inner())
                         .0
                 }
@@ -312,48 +366,78 @@ impl Ledger {
         }
     }
 
+    /// The earliest deadline of an operation in flight.
+    fn earliest_deadline(&self) -> Option<Instant> {
+        self.shards
+            .iter()
+            .filter_map(|shard| {
+                let shard = lock(shard);
+                shard.in_flight.first_key_value().map(|(_, t)| t.deadline)
+            })
+            .min()
+    }
+
     /// Completes as timed out every operation whose deadline is at or before `now`.
     ///
     /// All tickets share one timeout and ids grow with submission time, so the overdue ones
-    /// are exactly a prefix of `in_flight`. Returns whether the reaper must be woken.
-    fn expire(&self, state: &mut LedgerState, now: Instant) -> bool {
+    /// are a prefix of each shard's `in_flight`. `expired_through` moves before each timed-out
+    /// completion is announced, so a worker never performs an operation whose timeout was
+    /// reaped; an id below it still in another shard is overdue too and leaves in this pass.
+    /// Returns whether the reaper must be woken.
+    fn expire(&self, now: Instant) -> bool {
         let mut wake_reaper = false;
-        while let Some(entry) = state.in_flight.first_entry() {
-            if entry.get().deadline > now {
-                break;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            while let Some(entry) = shard.in_flight.first_entry() {
+                if entry.get().deadline > now {
+                    break;
+                }
+                let (id, ticket) = entry.remove_entry();
+                self.expired_through.fetch_max(id, Ordering::Release);
+                self.in_flight_count.fetch_sub(1, Ordering::SeqCst);
+                self.timed_out_count.fetch_add(1, Ordering::Relaxed);
+                self.held_count.fetch_add(1, Ordering::SeqCst);
+                let timeout = self.op_timeout;
+                let timed_out =
+                    Completion::new(ticket.info, Err(IoError::TimedOut { timeout }), None);
+                wake_reaper |= self.push_done(&mut shard, timed_out);
             }
-            let (id, ticket) = entry.remove_entry();
-            self.expired_through.store(id, Ordering::Release);
-            state.timed_out_count += 1;
-            state.held_count += 1;
-            let timeout = self.op_timeout;
-            let timed_out = Completion::new(ticket.info, Err(IoError::TimedOut { timeout }), None);
-            wake_reaper |= self.push_done(state, timed_out);
         }
         wake_reaper
     }
 
     /// Queues a completion for the reaper: returns whether to wake it (it waits in `reap`),
-    /// else makes the readiness fd readable. The caller wakes the reaper after unlocking, so
-    /// that it does not wake only to block on the lock still held.
+    /// else makes the readiness fd readable. The caller wakes the reaper after unlocking the
+    /// shard (`wake_reaper`).
     ///
-    /// A waiting reaper takes everything in `done` as soon as it wakes, whatever its
-    /// deadline, and holds the engine meanwhile (`reap` takes `&mut self`), so nobody else
-    /// could reap what a poller would be told about: skipping the eventfd then saves two
-    /// system calls per wake-up. Otherwise the eventfd is written under the lock, so that it
-    /// is readable exactly while `signalled` is set: never readable with nothing to reap
-    /// for long, never unreadable with something to reap.
-    fn push_done(&self, state: &mut LedgerState, completion: Completion) -> bool {
-        state.done.push(completion);
-        if state.reaper_waiting {
-            state.wake_deferred = false;
+    /// A waiting reaper takes everything waiting as soon as it wakes, whatever its deadline,
+    /// and holds the engine meanwhile (`reap` takes `&mut self`), so nobody else could reap
+    /// what a poller would be told about: skipping the eventfd then saves two system calls
+    /// per wake-up. Otherwise the eventfd is written once per batch: `signalled` is set
+    /// while it is readable, and `reap` clears both before looking again.
+    fn push_done(&self, shard: &mut Shard, completion: Completion) -> bool {
+        shard.done.push(completion);
+        self.done_count.fetch_add(1, Ordering::SeqCst);
+        if self.reaper_waiting.load(Ordering::SeqCst) {
+            self.wake_deferred.store(false, Ordering::SeqCst);
             return true;
         }
-        if !state.signalled {
-            state.signalled = true;
+        self.announce();
+        false
+    }
+
+    /// Makes the readiness fd readable, unless it already is.
+    fn announce(&self) {
+        if !self.signalled.swap(true, Ordering::SeqCst) {
             self.readiness.signal();
         }
-        false
+    }
+
+    /// Wakes a reaper blocked in `reap` (taking `control`, so it cannot be between its last
+    /// look and its wait).
+    fn wake_reaper(&self) {
+        let _control = lock(&self.control);
+        self.completed.notify_one();
     }
 }
 
@@ -374,16 +458,14 @@ mod tests {
 
     #[test]
     fn a_result_after_the_deadline_is_discarded_and_reported_once() {
-        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::ZERO);
+        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::ZERO, 1);
         let id = ledger.register([(read_info(7), 0)].into_iter(), Vec::new());
-        let mut state = ledger.lock();
-        ledger.expire(&mut state, Instant::now());
-        drop(state);
+        ledger.expire(Instant::now());
         assert!(!ledger.is_live(id));
 
         let late = Completion::new(read_info(7), Ok(512), None);
         assert!(
-            ledger.finish(id, late, false).is_some(),
+            ledger.finish(0, id, late, false).is_some(),
             "late result must be handed back"
         );
         let mut completions = Vec::new();
@@ -404,11 +486,11 @@ mod tests {
 
     #[test]
     fn readiness_is_set_while_completions_wait() {
-        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::from_secs(60));
+        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::from_secs(60), 1);
         let id = ledger.register([(read_info(1), 0)].into_iter(), Vec::new());
         assert!(!rbio_core::poll_readable(ledger.as_fd(), 0));
         assert!(ledger
-            .finish(id, Completion::new(read_info(1), Ok(512), None), false)
+            .finish(0, id, Completion::new(read_info(1), Ok(512), None), false)
             .is_none());
         assert!(rbio_core::poll_readable(ledger.as_fd(), 0));
         let mut completions = Vec::new();
@@ -418,7 +500,7 @@ mod tests {
 
     #[test]
     fn abandoning_a_worker_cancels_only_its_operations() {
-        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::from_secs(60));
+        let ledger = Ledger::new(Readiness::new().unwrap(), Duration::from_secs(60), 2);
         let first = ledger.register(
             [(read_info(0), 0), (read_info(1), 1), (read_info(2), 0)].into_iter(),
             Vec::new(),
@@ -430,10 +512,44 @@ mod tests {
         assert_eq!(tags, [0, 2]);
         assert!(ledger
             .finish(
+                1,
                 first + 1,
                 Completion::new(read_info(1), Ok(512), None),
                 false
             )
             .is_none());
+    }
+
+    /// Issue 16: the completion path takes no lock shared by all workers. With the shared
+    /// `control` lock and another worker's shard held by this thread, a worker still
+    /// completes its operation (the reaper is not blocked, so nobody needs waking).
+    #[test]
+    fn a_worker_finishes_while_the_shared_lock_and_other_shards_are_held() {
+        let ledger = std::sync::Arc::new(Ledger::new(
+            Readiness::new().unwrap(),
+            Duration::from_secs(60),
+            2,
+        ));
+        let first = ledger.register(
+            [(read_info(0), 0), (read_info(1), 1)].into_iter(),
+            Vec::new(),
+        );
+        let control = lock(&ledger.control);
+        let other_shard = lock(&ledger.shards[0]);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let worker_ledger = ledger.clone();
+        let worker = std::thread::spawn(move || {
+            let completion = Completion::new(read_info(1), Ok(512), None);
+            let late = worker_ledger.finish(1, first + 1, completion, false);
+            sender.send(late.is_none()).unwrap();
+        });
+        let finished = receiver.recv_timeout(Duration::from_secs(10));
+        drop((other_shard, control));
+        worker.join().unwrap();
+        assert_eq!(finished, Ok(true), "finish waited for a shared lock");
+        assert!(rbio_core::poll_readable(ledger.as_fd(), 0));
+        let mut completions = Vec::new();
+        assert_eq!(ledger.reap(&mut completions, Wait::Nothing), 1);
+        assert_eq!(completions[0].tag(), 1);
     }
 }

@@ -263,7 +263,10 @@ impl Worker {
         let more_queued = self.queue.queued_count() > 0;
         // A late completion is dropped here, outside the ledger's lock: only now, with the
         // system call returned, does its buffer go back to the pool.
-        if let Some(late) = self.ledger.finish(id, op.complete(result), more_queued) {
+        let late = self
+            .ledger
+            .finish(self.index, id, op.complete(result), more_queued);
+        if let Some(late) = late {
             drop(late);
             self.ledger.release_held();
         }

@@ -494,6 +494,9 @@ pub struct Report {
     pub device: String,
     /// The engine that read the device.
     pub engine: String,
+    /// The io_uring features the engine ran with, by name; `None` for an engine without a
+    /// ring. Filled in by whoever built the engine (this crate names no engine).
+    pub engine_features: Option<Vec<String>>,
     /// The options in force.
     pub settings: Settings,
     /// Both mirrors as found.
@@ -524,6 +527,7 @@ impl Report {
         json!({
             "device": self.device,
             "engine": self.engine,
+            "engine_features": self.engine_features,
             "settings": self.settings.to_json(&self.engine),
             "verified": self.verified,
             "checkpoint": self.checkpoint.map(|chosen| json!({

@@ -213,6 +213,7 @@ fn bring_up(
     report.phases = Default::default();
     report.header_buffer_bytes_max = 0;
     report.settings.engine_in_flight_max = 0;
+    report.settings.op_timeout = None;
     Ok(recovered)
 }
 

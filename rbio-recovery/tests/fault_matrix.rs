@@ -138,6 +138,7 @@ fn comparable(mut recovered: Recovered) -> Recovered {
     report.phases = Default::default();
     report.header_buffer_bytes_max = 0;
     report.settings.engine_in_flight_max = 0;
+    report.settings.op_timeout = None;
     recovered
 }
 

@@ -70,6 +70,7 @@ fn comparable(mut recovered: Recovered) -> Recovered {
     recovered.report.phases = Default::default();
     recovered.report.header_buffer_bytes_max = 0;
     recovered.report.settings.engine_in_flight_max = 0;
+    recovered.report.settings.op_timeout = None;
     recovered
 }
 

@@ -174,3 +174,48 @@ fn a_limit_on_sqes_per_enter_splits_the_submission() {
     }
     check_reads(&completions);
 }
+
+/// Issue 16.2: in a steady stream, the SQEs a reap refills and the caller's next batch reach
+/// the kernel with the next wait, in the same `io_uring_enter`, so a refill cycle (one submit,
+/// one reap) costs about one enter, not a submit and then a wait.
+#[test]
+fn a_steady_stream_enters_the_kernel_about_once_per_cycle() {
+    let image = pattern_image(IMAGE_BYTES);
+    let device = open(image.path(), true, false);
+    let window = 32;
+    let pool = BufferPool::new(4096, window, 4096).unwrap();
+    let mut engine = UringEngine::builder(device)
+        .window(window)
+        .fixed_buffers(&pool)
+        .build()
+        .unwrap();
+    let block_count = IMAGE_BYTES / 4096;
+    let (mut submitted, mut done, mut cycle_count) = (0u64, 0u64, 0u64);
+    let mut buffers: Vec<Buffer> = std::iter::from_fn(|| pool.take()).collect();
+    let mut completions = Vec::new();
+    let before = engine.stats();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while done < 2048 {
+        let mut batch: Vec<Op> = buffers
+            .drain(..)
+            .map(|buffer| {
+                submitted += 1;
+                Op::read(submitted, (submitted * 7 % block_count) * 4096, buffer)
+            })
+            .collect();
+        engine.submit(&mut batch);
+        engine.reap(&mut completions, Wait::Until(deadline));
+        cycle_count += 1;
+        for completion in completions.drain(..) {
+            assert_eq!(completion.result(), &Ok(4096), "{}", completion.info());
+            buffers.push(completion.into_buffer().unwrap());
+            done += 1;
+        }
+    }
+    let enter_count = engine.stats().enter_count - before.enter_count;
+    eprintln!("{enter_count} enters in {cycle_count} cycles");
+    assert!(
+        enter_count * 4 <= cycle_count * 5,
+        "{enter_count} enters in {cycle_count} cycles"
+    );
+}

@@ -490,6 +490,7 @@ impl Bringup {
         Report {
             device: self.device.path().display().to_string(),
             engine: engine.capabilities().name.to_string(),
+            engine_features: None,
             settings: Settings {
                 window_ops_max: self.options.window_ops_max.max(1),
                 engine_in_flight_max: engine.capabilities().in_flight_max,
