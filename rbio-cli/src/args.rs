@@ -367,7 +367,8 @@ fn parse_magic(text: &str) -> Result<[u8; 8], String> {
 
 /// `--engine`'s value, by the names rbio-engines gives.
 fn parse_engine(name: &str) -> Result<EngineKind, String> {
-    name.parse().map_err(|error: rbio_engines::UnknownEngine| error.to_string())
+    name.parse()
+        .map_err(|error: rbio_engines::UnknownEngine| error.to_string())
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use rbio_recovery::{
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
-use rbio_engines::{open_device_for, EngineConfig};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
+use rbio_engines::{open_device_for, EngineConfig};
 
 /// `rbio bringup`: brings the device up and prints the report.
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {

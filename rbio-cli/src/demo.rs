@@ -16,11 +16,11 @@ use tempfile::TempDir;
 
 use crate::args::DemoArgs;
 use crate::commands::tiny_pool;
-use rbio_engines::EngineConfig;
 use crate::exit::{Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render::{self, Table};
 use crate::system::{self, CacheDropper};
+use rbio_engines::EngineConfig;
 
 /// The damage the demo does, at these fractions of the entry count.
 const DAMAGE: [(f64, Damage); 5] = [

@@ -4,7 +4,6 @@ use std::fmt::Write as _;
 
 use rbio_recovery::{Inspection, MirrorVerdict, Recovered};
 
-
 /// Entries not kept that the text report lists without `--entries`.
 const ENTRIES_SHOWN_MAX: usize = 20;
 

@@ -45,7 +45,9 @@ impl EngineKind {
     pub fn about(self) -> &'static str {
         match self {
             EngineKind::Serial => "one synchronous pread after another: the reference",
-            EngineKind::Posix => "a pool of pread worker threads over contiguous ranges (--workers)",
+            EngineKind::Posix => {
+                "a pool of pread worker threads over contiguous ranges (--workers)"
+            }
             EngineKind::Uring => {
                 "io_uring with batched submission and a sliding window (--window, --fixed-buffers)"
             }
@@ -389,7 +391,9 @@ mod tests {
         assert_eq!(EngineConfig::posix(Some(8)).label(), "posix w=8");
         assert_eq!(EngineConfig::uring(64, true).label(), "uring q=64 fixed");
         assert_eq!(
-            EngineConfig::uring(64, false).with_sqes_per_enter(1).label(),
+            EngineConfig::uring(64, false)
+                .with_sqes_per_enter(1)
+                .label(),
             "uring q=64 1/enter"
         );
     }

@@ -17,8 +17,8 @@ pub mod testing;
 mod writer;
 
 pub use bringup::{
-    open_device, Bringup, BringupError, BringupOptions, IndexEntry, MirrorStatus, MirrorVerdict,
-    peak_rss_bytes, Phase, Progress, Recovered, FREE_SLOTS_MAX,
+    open_device, peak_rss_bytes, Bringup, BringupError, BringupOptions, IndexEntry, MirrorStatus,
+    MirrorVerdict, Phase, Progress, Recovered, FREE_SLOTS_MAX,
 };
 pub use format::{
     crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,

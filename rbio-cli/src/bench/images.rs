@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 
 use crate::commands::tiny_pool;
 use crate::demo::layout_for;
-use rbio_engines::EngineConfig;
 use crate::exit::Failure;
 use crate::progress::Bar;
+use rbio_engines::EngineConfig;
 
 /// Bumped when the images' content rules change, so old images are rebuilt.
 const IMAGE_FORMAT: u64 = 1;

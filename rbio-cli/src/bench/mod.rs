@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::args::BenchArgs;
-use rbio_engines::EngineConfig;
 use crate::exit::{Exit, Failure, UsageError};
 use crate::system::{self, CacheDropper};
+use rbio_engines::EngineConfig;
 
 use self::fio::Fio;
 use self::results::{Context, Row};

@@ -6,8 +6,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use super::images::Image;
-use rbio_engines::EngineConfig;
 use crate::exit::Failure;
+use rbio_engines::EngineConfig;
 
 /// What one bringup run measured.
 #[derive(Clone, Copy, Debug, Default)]
