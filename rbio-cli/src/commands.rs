@@ -33,12 +33,17 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
         report_all_entries: args.entries,
     };
     let bringup = Bringup::new(device.clone(), options)?;
-    let mut engine = config.build(&device, bringup.header_pool())?;
+    let (mut engine, features) = config.build_with_features(&device, bringup.header_pool())?;
+    for warning in features.iter().flat_map(|features| &features.warnings) {
+        eprintln!("rbio: warning: {warning}");
+    }
     let bar = Bar::new("bringup");
     let recovered = bringup.run(&mut *engine, &mut |progress| bar.bringup(progress))?;
     bar.finish();
     if args.json {
-        println!("{}", recovered.to_json());
+        let mut value = recovered.to_json();
+        value["engine_features"] = serde_json::json!(features.map(|f| f.features.names()));
+        println!("{value}");
     } else {
         print!("{}", render::bringup_text(&recovered, args.entries));
     }

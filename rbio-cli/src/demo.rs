@@ -227,11 +227,15 @@ fn print_text(
         reads.page_cache
     );
     println!(
-        "{}, kernel {}, {}\n",
+        "{}, kernel {}, {}",
         system::disk_of(image),
         system::kernel(),
         system::cpu()
     );
+    match rbio_engines::uring_features() {
+        Some(features) => println!("io_uring features: {features}\n"),
+        None => println!("io_uring features: none (io_uring unavailable)\n"),
+    }
     let mut table = Table::new(&[
         "engine",
         "kept",

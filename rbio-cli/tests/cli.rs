@@ -75,6 +75,7 @@ fn demo_brings_up_with_every_engine_and_finds_the_damage() {
         out.contains("every engine found exactly those 5 stale"),
         "{out}"
     );
+    assert!(out.contains("io_uring features: "), "{out}");
 }
 
 #[test]
@@ -296,6 +297,18 @@ fn prepare_then_bringup_finds_the_damage_asked_for() {
     assert_eq!(report["counts"]["kept"], 499);
     assert_eq!(report["counts"]["stale"], 1);
     assert_eq!(report["entries"][0]["reason_code"], "bad_magic");
+    // Issue 12: the JSON says which io_uring features the engine ran with (none for posix).
+    let ran_with = report["engine_features"]
+        .as_array()
+        .expect("a list of names");
+    let offered = rbio_engines::uring_features().expect("io_uring here");
+    for name in offered.names() {
+        assert!(ran_with.contains(&Value::from(name)), "{name}: {report}");
+    }
+    let mut args = vec!["bringup", image, "--json", "--engine", "posix"];
+    args.extend(layout);
+    let report: Value = serde_json::from_slice(&rbio(&args).stdout).unwrap();
+    assert_eq!(report["engine_features"], Value::Null);
 }
 
 #[test]

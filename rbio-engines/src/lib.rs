@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rbio_core::{BufferPool, Device, DeviceKind, Engine, SerialEngine};
 use rbio_posix::PosixEngine;
-use rbio_uring::{NvmeEngine, UringEngine};
+use rbio_uring::{NvmeEngine, RingFeatures, SetupWarning, UringEngine};
 
 /// The largest `--window`: the io_uring engine's (its submission queue's size).
 pub const WINDOW_MAX: usize = rbio_uring::WINDOW_MAX;
@@ -171,13 +171,27 @@ impl EngineConfig {
         device: &Arc<Device>,
         pool: &BufferPool,
     ) -> Result<Box<dyn Engine>, EngineError> {
+        self.build_with_features(device, pool)
+            .map(|(engine, _)| engine)
+    }
+
+    /// As [`EngineConfig::build`], with the io_uring features the engine runs with (`None`
+    /// for an engine without a ring).
+    ///
+    /// # Errors
+    /// As [`EngineConfig::build`].
+    pub fn build_with_features(
+        &self,
+        device: &Arc<Device>,
+        pool: &BufferPool,
+    ) -> Result<(Box<dyn Engine>, Option<EngineFeatures>), EngineError> {
         let start = |source: Box<dyn std::error::Error + Send + Sync>| EngineError::Start {
             engine: self.kind.name(),
             source,
         };
         match self.kind {
             EngineKind::Serial => SerialEngine::new(device.clone())
-                .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                .map(|engine| (Box::new(engine) as Box<dyn Engine>, None))
                 .map_err(|error| start(error.into())),
             EngineKind::Posix => {
                 let mut builder = PosixEngine::builder(device.clone());
@@ -186,7 +200,7 @@ impl EngineConfig {
                 }
                 builder
                     .build()
-                    .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                    .map(|engine| (Box::new(engine) as Box<dyn Engine>, None))
                     .map_err(|error| start(error.into()))
             }
             EngineKind::Uring => {
@@ -199,7 +213,10 @@ impl EngineConfig {
                 }
                 builder
                     .build()
-                    .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                    .map(|engine| {
+                        let features = EngineFeatures::of(engine.setup_report());
+                        (Box::new(engine) as Box<dyn Engine>, Some(features))
+                    })
                     .map_err(|error| start(error.into()))
             }
             EngineKind::Nvme if device.kind() != DeviceKind::Char => {
@@ -219,9 +236,30 @@ impl EngineConfig {
                 }
                 builder
                     .build()
-                    .map(|engine| Box::new(engine) as Box<dyn Engine>)
+                    .map(|engine| {
+                        let features = EngineFeatures::of(engine.setup_report());
+                        (Box::new(engine) as Box<dyn Engine>, Some(features))
+                    })
                     .map_err(|error| start(error.into()))
             }
+        }
+    }
+}
+
+/// The io_uring features an engine runs with, and what it does without though asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineFeatures {
+    /// The features in use.
+    pub features: RingFeatures,
+    /// What the engine does without, and why (e.g. fixed buffers over `RLIMIT_MEMLOCK`).
+    pub warnings: Vec<SetupWarning>,
+}
+
+impl EngineFeatures {
+    fn of(report: &rbio_uring::SetupReport) -> EngineFeatures {
+        EngineFeatures {
+            features: report.features,
+            warnings: report.warnings.clone(),
         }
     }
 }
@@ -261,14 +299,18 @@ pub fn best_available() -> EngineKind {
 
 /// Whether an io_uring engine can be set up here (the kernel may have it disabled).
 pub fn uring_usable() -> bool {
-    let Ok(probe) = Device::open("/dev/null") else {
-        return false;
-    };
+    uring_features().is_some()
+}
+
+/// The features an io_uring engine set up here runs with (without fixed buffers, which
+/// depend on the pool), or `None` where no io_uring engine can be set up.
+pub fn uring_features() -> Option<RingFeatures> {
+    let probe = Device::open("/dev/null").ok()?;
     UringEngine::builder(Arc::new(probe))
         .window(1)
-        .register_file(false)
         .build()
-        .is_ok()
+        .ok()
+        .map(|engine| engine.features())
 }
 
 /// Every engine configuration the demo shows: each engine available here once, with its

@@ -16,7 +16,6 @@ use rbio_core::{Completion, IoError};
 
 use crate::codec::Codec;
 use crate::ring::Ring;
-use crate::slot::{user_data, SlotState};
 
 /// Deadlines in admission order; all share one timeout, so the front is the earliest.
 #[derive(Debug)]
@@ -48,16 +47,10 @@ impl Deadlines {
 }
 
 impl<C: Codec> Ring<C> {
-    fn deadline_is_live(&self, key: usize, generation: u32) -> bool {
-        self.slots
-            .get(key)
-            .is_some_and(|slot| slot.generation == generation && slot.state != SlotState::Zombie)
-    }
-
     /// The earliest deadline of an operation still pending, dropping stale entries before it.
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(&(deadline, key, generation)) = self.deadlines.entries.front() {
-            if self.deadline_is_live(key, generation) {
+            if self.slots.is_pending(key, generation) {
                 return Some(deadline);
             }
             self.deadlines.entries.pop_front();
@@ -83,42 +76,32 @@ impl<C: Codec> Ring<C> {
                 break;
             }
             self.deadlines.entries.pop_front();
-            if self.deadline_is_live(key, generation) {
+            if self.slots.is_pending(key, generation) {
                 self.expire(key, timeout, out);
             }
         }
     }
 
+    /// Completes slot `key` as timed out; one in the kernel is canceled and stays a zombie
+    /// until its CQE (see `Slots::expire`).
     fn expire(&mut self, key: usize, timeout: Duration, out: &mut Vec<Completion>) {
         self.stats.timed_out_count += 1;
-        let timed_out = Err(IoError::TimedOut { timeout });
-        let slot = &mut self.slots[key];
-        if slot.state == SlotState::Waiting {
-            // Not in the kernel: the buffer comes back. Its `waiting` entry is now stale.
-            let slot = self.slots.remove(key);
-            out.push(slot.op.complete(timed_out));
+        let (completion, cancel) = self.slots.expire(key, IoError::TimedOut { timeout });
+        out.push(completion);
+        let Some(target) = cancel else {
             return;
-        }
-        slot.state = SlotState::Zombie;
-        let target = user_data(key, slot.generation);
-        out.push(Completion::new(slot.op.info(), timed_out, None));
-        self.zombie_count += 1;
-        if !self.push_cancel(target) {
-            self.submit_pushed();
-            // Still full (an SQPOLL thread lagging): the zombie waits for its own CQE.
-            let _ = self.push_cancel(target);
-        }
+        };
+        self.push_cancel_now(target);
     }
 
     /// Drops stale entries once they outnumber live operations, so the queue stays within
     /// twice the pending operations however long one operation takes.
     fn compact_deadlines(&mut self) {
-        let live_count = self.slots.len() - self.zombie_count;
-        if self.deadlines.entries.len() <= 2 * live_count + 64 {
+        if self.deadlines.entries.len() <= 2 * self.slots.live_count() + 64 {
             return;
         }
         let mut entries = std::mem::take(&mut self.deadlines.entries);
-        entries.retain(|&(_, key, generation)| self.deadline_is_live(key, generation));
+        entries.retain(|&(_, key, generation)| self.slots.is_pending(key, generation));
         self.deadlines.entries = entries;
     }
 }

@@ -115,8 +115,7 @@ impl UringBuilder {
         self.options.check_window()?;
         let fixed = self
             .options
-            .pool
-            .as_ref()
+            .fixed_pool()
             .map(FixedBuffers::new)
             .transpose()?;
         let codec = BlockCodec {

@@ -88,6 +88,11 @@ impl FixedBuffers {
         }
     }
 
+    /// The arena's size.
+    pub(crate) fn arena_bytes(&self) -> usize {
+        self.arena_bytes
+    }
+
     /// How many iovecs the arena is registered as.
     pub(crate) fn iovec_count(&self) -> usize {
         self.arena_bytes.div_ceil(self.chunk_bytes)

@@ -4,6 +4,8 @@ use std::fmt;
 
 use rbio_core::Errno;
 
+use crate::features::{RingFeatures, SetupWarning};
+
 /// A set of `IORING_SETUP_*` flags, with the kernel's bit values.
 ///
 /// Only the flags rbio chooses between are named; any other bits are kept and printed in hex.
@@ -146,6 +148,10 @@ pub struct SetupReport {
     pub fixed_buffer_count: usize,
     /// Whether the device file is registered (SQEs name it as `Fixed(0)`).
     pub fixed_file: bool,
+    /// The io_uring features the engine runs with.
+    pub features: RingFeatures,
+    /// What the engine does without though it was asked for, and why.
+    pub warnings: Vec<SetupWarning>,
 }
 
 impl SetupReport {
@@ -170,6 +176,9 @@ impl fmt::Display for SetupReport {
         )?;
         for refusal in self.refusals() {
             write!(f, "; {refusal}")?;
+        }
+        for warning in &self.warnings {
+            write!(f, "; {warning}")?;
         }
         Ok(())
     }

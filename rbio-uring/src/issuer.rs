@@ -114,6 +114,15 @@ impl<C: Codec> Ring<C> {
         let mut plan = self.plan.clone();
         plan.ladder = vec![self.report.flags];
         let created = match setup::create::<C::Sqe, C::Cqe>(&plan, registrations) {
+            Ok(created) if created.buffers_refused.is_some() => {
+                // The arena was registered with the first ring; the rebuilt one refuses it.
+                // Waiting operations name registered buffers, so the engine cannot go on.
+                self.leak_ring |= abandoned;
+                let errno = created
+                    .buffers_refused
+                    .map_or(libc::ENOMEM, |errno| errno.0);
+                return self.break_ring(IoError::Os(Errno(errno)));
+            }
             Ok(created) => created,
             Err(error) => {
                 self.leak_ring |= abandoned;

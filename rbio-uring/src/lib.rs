@@ -7,7 +7,9 @@
 //! [`BufferPool`](rbio_core::BufferPool), registered file, SQPOLL, IOPOLL, operation
 //! timeout); [`SetupReport`] says which [`RingFlags`] the kernel accepted and why others were
 //! refused; [`SetupError`] says why none could be built; [`UringStats`] counts what the engine
-//! did.
+//! did. The engines run on Linux 5.10 and later: [`kernel_features`] probes what the running
+//! kernel offers, each engine uses only that and reports the [`RingFeatures`] it runs with,
+//! and [`SetupWarning`] says what it does without though asked for.
 //!
 //! Inside, a ring core generic over a codec (how an operation becomes an SQE, what a CQE
 //! means) holds the window, retries, continuations of short transfers, deadlines, readiness,
@@ -42,6 +44,7 @@ mod codec;
 mod deadline;
 mod engine;
 mod error;
+mod features;
 mod fixed;
 mod flags;
 mod issuer;
@@ -54,13 +57,15 @@ mod shutdown;
 mod slot;
 mod stats;
 mod submit;
+mod timer;
 
 pub use engine::{UringBuilder, UringEngine};
 pub use error::SetupError;
+pub use features::{kernel_features, RingFeatures, SetupWarning};
 pub use flags::{RingFlags, SetupAttempt, SetupReport};
 pub use options::{OP_TIMEOUT_DEFAULT, WINDOW_DEFAULT, WINDOW_MAX};
-pub use reap::{BUSY_RETRIES_MAX, SHORT_CONTINUATIONS_MAX};
 pub use shutdown::DROP_DRAIN_TIMEOUT;
+pub use slot::{BUSY_RETRIES_MAX, SHORT_CONTINUATIONS_MAX};
 pub use stats::UringStats;
 
 mod nvme;

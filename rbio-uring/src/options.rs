@@ -14,6 +14,7 @@ use rbio_core::{BufferPool, Device};
 
 use crate::block::FileTarget;
 use crate::error::SetupError;
+use crate::features::{kernel_features, RingFeatures};
 use crate::fixed::FixedBuffers;
 use crate::flags::RingFlags;
 use crate::ring::CoreConfig;
@@ -39,6 +40,8 @@ pub(crate) struct RingOptions {
     pub(crate) iopoll: bool,
     pub(crate) op_timeout: Option<Duration>,
     pub(crate) ladder: Vec<RingFlags>,
+    /// Features not to use even where the kernel offers them.
+    pub(crate) masked: RingFeatures,
 }
 
 impl Default for RingOptions {
@@ -50,6 +53,7 @@ impl Default for RingOptions {
             iopoll: false,
             op_timeout: Some(OP_TIMEOUT_DEFAULT),
             ladder: RingFlags::LADDER.to_vec(),
+            masked: RingFeatures::NONE,
         }
     }
 }
@@ -67,9 +71,25 @@ impl RingOptions {
         }
     }
 
+    /// The features the engine may use: what the kernel offers, less what is masked.
+    pub(crate) fn usable(&self) -> RingFeatures {
+        kernel_features().without(self.masked)
+    }
+
+    /// Whether the device file gets registered: asked for and usable.
+    fn registers_file(&self) -> bool {
+        self.register_file && self.usable().contains(RingFeatures::FIXED_FILE)
+    }
+
+    /// The pool to register as fixed buffers: the one given, unless fixed buffers are masked.
+    pub(crate) fn fixed_pool(&self) -> Option<&BufferPool> {
+        let usable = self.usable().contains(RingFeatures::FIXED_BUFFERS);
+        self.pool.as_ref().filter(|_| usable)
+    }
+
     /// How SQEs name `device`: the registered file, or its descriptor.
     pub(crate) fn file_target(&self, device: &Device) -> FileTarget {
-        if self.register_file {
+        if self.registers_file() {
             FileTarget::Fixed
         } else {
             FileTarget::Raw(device.file().as_raw_fd())
@@ -89,12 +109,14 @@ impl RingOptions {
         } else {
             extra
         };
+        let register_file = self.registers_file();
+        let usable = self.usable();
         CoreConfig {
-            plan: RingPlan::for_window(self.window, extra, self.ladder),
+            plan: RingPlan::for_window(self.window, extra, self.ladder, usable),
             device,
             window: self.window,
             fixed,
-            register_file: self.register_file,
+            register_file,
             op_timeout: self.op_timeout,
         }
     }
@@ -164,6 +186,17 @@ macro_rules! ring_option_setters {
             self.options.ladder = ladder;
             self
         }
+
+        /// Does without `features` even where the kernel offers them, as on an older kernel
+        /// (default: use everything offered, [`kernel_features`](crate::kernel_features)):
+        /// flag sets needing them are left out of the ladder, waits without
+        /// [`RingFeatures::EXT_ARG`](crate::RingFeatures::EXT_ARG) are bounded by timeout
+        /// SQEs, and nothing is registered whose feature is masked. Meant for testing the
+        /// fallbacks on a recent kernel.
+        pub fn without_features(mut self, features: crate::RingFeatures) -> Self {
+            self.options.masked = self.options.masked.union(features);
+            self
+        }
     };
 }
 pub(crate) use ring_option_setters;
@@ -181,6 +214,12 @@ macro_rules! ring_engine_by_core {
             /// The flags the ring runs with.
             pub fn flags(&self) -> crate::RingFlags {
                 self.core.report.flags
+            }
+
+            /// The io_uring features the engine runs with: those the kernel offers, less those
+            /// masked or refused (see [`SetupReport::warnings`](crate::SetupReport::warnings)).
+            pub fn features(&self) -> crate::RingFeatures {
+                self.core.report.features
             }
 
             /// What the engine has done so far (one SQE per command: an operation sent as

@@ -83,7 +83,7 @@ impl<C: Codec> Ring<C> {
 
     /// Signals the fd if local completions wait for the next reap.
     pub(crate) fn signal_ready(&self) {
-        if self.readiness.is_wanted() && !self.ready.is_empty() {
+        if self.readiness.is_wanted() && self.slots.has_ready() {
             self.readiness.eventfd.signal();
         }
     }
@@ -98,12 +98,13 @@ impl<C: Codec> Ring<C> {
             return;
         }
         let eventfd = &self.readiness.eventfd;
-        if !self.ready.is_empty() {
+        if self.slots.has_ready() {
             eventfd.signal();
             return;
         }
         eventfd.clear();
-        let polled = self.report.flags.contains(RingFlags::IOPOLL) && self.in_kernel_count > 0;
+        let polled =
+            self.report.flags.contains(RingFlags::IOPOLL) && self.slots.in_kernel_count() > 0;
         let unregistered = !self.readiness.registered && self.pending_count() > 0;
         let work_waits = self.ring.submission().taskrun() || !self.ring.completion().is_empty();
         if polled || unregistered || work_waits {

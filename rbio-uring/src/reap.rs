@@ -5,21 +5,13 @@
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue::EntryMarker as _, types};
-use rbio_core::{Completion, Errno, IoError, Wait, EINTR_RETRIES_MAX};
+use rbio_core::{Completion, Errno, Wait};
 
 use crate::codec::{Codec, Outcome};
+use crate::features::RingFeatures;
 use crate::flags::RingFlags;
 use crate::ring::Ring;
-use crate::slot::{slot_of, SlotState, CANCEL_USER_DATA};
-
-/// How many times one piece is resubmitted after `EAGAIN` or `EBUSY` before the error is
-/// reported.
-pub const BUSY_RETRIES_MAX: u32 = 16;
-
-/// How many short transfers one operation continues before it ends as
-/// [`IoError::ShortTransfer`]. Each continuation moves at least one byte, so the serial
-/// engine never needs a bound; this one keeps a misbehaving device from looping for long.
-pub const SHORT_CONTINUATIONS_MAX: u32 = 1024;
+use crate::slot::{CqeFor, Next};
 
 impl<C: Codec> Ring<C> {
     /// Appends completions to `out`, waiting as `wait` allows; returns how many it appended.
@@ -31,7 +23,7 @@ impl<C: Codec> Ring<C> {
             self.drain_completions(out);
             self.expire_overdue(out);
             self.refill();
-            out.append(&mut self.ready);
+            self.slots.take_ready(out);
             let idle = self.cqe_owed() == 0 && self.ring.submission().is_empty();
             if out.len() > start || idle || self.broken.is_some() {
                 break;
@@ -97,10 +89,13 @@ impl<C: Codec> Ring<C> {
         self.stats.enter_count += 1;
         let entered = if self.report.flags.polls_in_enter() {
             self.ring.submit_and_wait(0)
-        } else {
+        } else if self.report.features.contains(RingFeatures::EXT_ARG) {
             let timespec = types::Timespec::from(timeout);
             let args = types::SubmitArgs::new().timespec(&timespec);
             self.ring.submitter().submit_with_args(1, &args)
+        } else {
+            self.arm_timer(timeout);
+            self.ring.submit_and_wait(1)
         };
         match entered {
             Ok(_) => true,
@@ -115,126 +110,43 @@ impl<C: Codec> Ring<C> {
         }
         let mut cqes = std::mem::take(&mut self.scratch);
         cqes.extend(self.ring.completion());
-        let (in_flight_before, out_before) = (self.in_kernel_count - self.zombie_count, out.len());
-        let mut op_cqe_count = 0;
+        let in_flight_before = self.slots.in_kernel_count();
+        let out_before = out.len();
         for cqe in cqes.drain(..) {
             self.stats.cqe_count += 1;
-            let user_data = cqe.user_data();
-            if user_data == CANCEL_USER_DATA {
-                self.cancel_count -= 1;
+            if self.timers.on_cqe(cqe.user_data()) {
                 continue;
             }
-            if self.on_op_cqe(user_data, &cqe, out) {
-                op_cqe_count += 1;
+            if let CqeFor::Op { key, piece_bytes } = self.slots.on_cqe(cqe.user_data()) {
+                self.on_op_cqe(key, piece_bytes, &cqe, out);
             }
         }
         self.scratch = cqes;
         debug_assert!(
-            out.len() - out_before <= op_cqe_count && op_cqe_count <= in_flight_before,
-            "{op_cqe_count} op CQEs gave {} completions with {in_flight_before} in flight",
+            out.len() - out_before <= in_flight_before,
+            "{} completions with {in_flight_before} in flight",
             out.len() - out_before
         );
     }
 
-    /// Handles the CQE of one piece; `false` if it was a zombie's (already reported).
-    fn on_op_cqe(&mut self, user_data: u64, cqe: &C::Cqe, out: &mut Vec<Completion>) -> bool {
-        let (key, generation) = slot_of(user_data);
-        let slot = self
-            .slots
-            .get_mut(key)
-            .filter(|slot| slot.generation == generation)
-            .unwrap_or_else(|| panic!("CQE for unknown slot {key} generation {generation}"));
-        assert!(
-            slot.state != SlotState::Waiting,
-            "CQE for slot {key} that is not in the kernel"
-        );
-        self.in_kernel_count -= 1;
-        if slot.state == SlotState::Zombie {
-            // The kernel is done with the buffer: it returns to its pool here.
-            self.zombie_count -= 1;
-            self.slots.remove(key);
-            return false;
-        }
-        slot.state = SlotState::Waiting;
-        match self.codec.outcome(cqe, slot.piece_bytes) {
-            Outcome::Moved(moved_bytes) => self.on_moved(key, moved_bytes, out),
-            Outcome::Errno(errno) => self.on_errno(key, errno, out),
-            Outcome::Failed(error) => self.finish(key, Err(error), out),
-        }
-        true
-    }
-
-    /// A piece moved `moved_bytes`: finish, or continue with the rest, as `rbio_core::transfer`.
-    fn on_moved(&mut self, key: usize, moved_bytes: usize, out: &mut Vec<Completion>) {
-        let slot = &mut self.slots[key];
-        let len_bytes = slot.op.info().len_bytes;
-        let piece_bytes = slot.piece_bytes;
-        debug_assert!(
-            moved_bytes <= piece_bytes,
-            "moved {moved_bytes} of {piece_bytes}"
-        );
-        if moved_bytes == 0 && piece_bytes > 0 {
-            let done_bytes = slot.done_bytes;
-            return self.finish(
-                key,
-                Err(IoError::ShortTransfer {
-                    done_bytes,
-                    len_bytes,
-                }),
-                out,
-            );
-        }
-        slot.done_bytes += moved_bytes.min(piece_bytes);
-        if slot.done_bytes >= len_bytes {
-            let done_bytes = slot.done_bytes;
-            return self.finish(key, Ok(done_bytes), out);
-        }
-        if moved_bytes < piece_bytes {
-            slot.short_count += 1;
-            self.stats.continuation_count += 1;
-            if slot.short_count > SHORT_CONTINUATIONS_MAX {
-                let done_bytes = slot.done_bytes;
-                let short = IoError::ShortTransfer {
-                    done_bytes,
-                    len_bytes,
-                };
-                return self.finish(key, Err(short), out);
-            }
-        }
-        slot.eintr_count = 0;
-        slot.busy_count = 0;
-        let generation = slot.generation;
-        self.waiting.push_front((key, generation));
-    }
-
-    /// A piece failed with `errno`: retry transient errors within their bounds, else finish.
-    fn on_errno(&mut self, key: usize, errno: Errno, out: &mut Vec<Completion>) {
-        let slot = &mut self.slots[key];
-        let retry = if errno == Errno::EINTR {
-            slot.eintr_count += 1;
-            self.stats.eintr_retry_count += 1;
-            slot.eintr_count <= EINTR_RETRIES_MAX
-        } else if errno == Errno::EAGAIN || errno == Errno::EBUSY {
-            slot.busy_count += 1;
-            self.stats.busy_retry_count += 1;
-            slot.busy_count <= BUSY_RETRIES_MAX
-        } else {
-            false
+    /// Decides what follows the CQE of slot `key`'s piece: completion, continuation or retry.
+    fn on_op_cqe(
+        &mut self,
+        key: usize,
+        piece_bytes: usize,
+        cqe: &C::Cqe,
+        out: &mut Vec<Completion>,
+    ) {
+        let next = match self.codec.outcome(cqe, piece_bytes) {
+            Outcome::Moved(moved_bytes) => self.slots.moved(key, moved_bytes),
+            Outcome::Errno(errno) => self.slots.failed(key, errno),
+            Outcome::Failed(error) => Next::Done(self.slots.finish(key, Err(error))),
         };
-        if retry {
-            // Resubmitted by the refill that follows this reap's drain of the CQ.
-            let generation = slot.generation;
-            self.waiting.push_front((key, generation));
-        } else if errno == Errno::ECANCELED {
-            self.finish(key, Err(IoError::Canceled), out);
-        } else {
-            self.finish(key, Err(IoError::Os(errno)), out);
+        match next {
+            Next::Done(completion) => out.push(completion),
+            Next::Continues { short } => self.stats.continuation_count += u64::from(short),
+            Next::Retried(errno) if errno == Errno::EINTR => self.stats.eintr_retry_count += 1,
+            Next::Retried(_) => self.stats.busy_retry_count += 1,
         }
-    }
-
-    /// Completes slot `key` with `result`, handing its buffer back.
-    fn finish(&mut self, key: usize, result: Result<usize, IoError>, out: &mut Vec<Completion>) {
-        let slot = self.slots.remove(key);
-        out.push(slot.op.complete(result));
     }
 }

@@ -1,35 +1,32 @@
-//! The engine-neutral ring core: one io_uring, a window of operations in it, and the
-//! operations waiting for room. Generic over the [`Codec`] that encodes SQEs and decodes CQEs.
+//! The engine-neutral ring core: one io_uring, the operations it owns ([`Slots`]), and how
+//! they reach the kernel. Generic over the [`Codec`] that encodes SQEs and decodes CQEs.
 //!
 //! Its work is split by job: `submit.rs` fills the window, `reap.rs` processes CQEs and waits,
 //! `deadline.rs` times operations out, `issuer.rs` keeps a thread-bound ring on its thread,
-//! `shutdown.rs` cancels and drains on drop.
-//!
-//! **Invariant:** `in_kernel_count <= window` and `in_kernel_count + cancel_count <=
-//! cq_entries`: every SQE in the kernel owes one CQE and the CQ holds them all.
-//! **Invariant:** a slot's buffer leaves the slab only with its completion, once the kernel
-//! has let go of it, or is leaked; never freed while the kernel may write into it.
+//! `shutdown.rs` cancels and drains on drop, `readiness.rs` keeps the eventfd accurate. None of
+//! them changes a slot or an in-flight count itself: [`Slots`] (slot.rs) owns them and states
+//! their invariants.
 
-use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use io_uring::IoUring;
-use rbio_core::{Capabilities, Completion, Device, IoError, Op};
-use slab::Slab;
+use rbio_core::{Capabilities, Device, IoError, Op};
 
 use crate::codec::Codec;
 use crate::deadline::Deadlines;
 use crate::error::SetupError;
+use crate::features::{RingFeatures, SetupWarning};
 use crate::fixed::FixedBuffers;
 use crate::flags::SetupReport;
 use crate::issuer::Issuer;
 use crate::readiness::RingReadiness;
 use crate::setup::{self, Registrations, RingPlan};
-use crate::slot::{Slot, SlotState};
+use crate::slot::Slots;
 use crate::stats::UringStats;
+use crate::timer::Timers;
 
 /// How a core is configured, beyond its codec.
 pub(crate) struct CoreConfig {
@@ -42,6 +39,10 @@ pub(crate) struct CoreConfig {
 }
 
 /// One ring and the operations it owns.
+///
+/// **Invariant:** the kernel holds a buffer only while its slot is in the kernel (see
+/// [`Slots`]); the ring is dropped before `fixed` only when the kernel owes no CQE, and is
+/// leaked (with every buffer it may hold) otherwise.
 pub(crate) struct Ring<C: Codec> {
     /// Dropped explicitly in `Drop` (before `fixed`), or leaked if the kernel may still hold
     /// buffers.
@@ -53,24 +54,15 @@ pub(crate) struct Ring<C: Codec> {
     pub(crate) plan: RingPlan,
     pub(crate) register_file: bool,
     pub(crate) report: SetupReport,
-    /// Every admitted, uncompleted operation, plus zombies.
-    pub(crate) slots: Slab<Slot>,
-    /// Slots waiting for a piece to be submitted, by (key, generation); stale entries skipped.
-    pub(crate) waiting: VecDeque<(usize, u32)>,
-    /// Completions made without the kernel (refusals, encoding errors), for the next reap.
-    pub(crate) ready: Vec<Completion>,
+    /// Every admitted, uncompleted operation, plus zombies, and the in-flight counts.
+    pub(crate) slots: Slots,
     pub(crate) deadlines: Deadlines,
+    /// Timeout SQEs bounding waits where the kernel lacks `EXT_ARG`.
+    pub(crate) timers: Timers,
     /// Reused buffer of CQEs copied out of the ring.
     pub(crate) scratch: Vec<C::Cqe>,
-    pub(crate) window: usize,
     /// The most SQEs one `io_uring_enter` hands to the kernel while refilling (default: all).
     pub(crate) sqes_per_enter_max: usize,
-    /// Slots `InKernel` or `Zombie`.
-    pub(crate) in_kernel_count: usize,
-    pub(crate) zombie_count: usize,
-    /// Cancel SQEs whose CQE has not been reaped.
-    pub(crate) cancel_count: usize,
-    pub(crate) next_generation: u32,
     pub(crate) issuer: Issuer,
     /// Set when the ring became unusable; every operation then fails with this error.
     pub(crate) broken: Option<IoError>,
@@ -91,35 +83,52 @@ impl<C: Codec> Ring<C> {
             eventfd: None,
         };
         let created = setup::create::<C::Sqe, C::Cqe>(&config.plan, registrations)?;
+        let mut fixed = config.fixed;
+        let mut warnings = Vec::new();
+        if let Some(errno) = created.buffers_refused {
+            let refused = fixed.take().expect("only a registered arena is refused");
+            warnings.push(SetupWarning::FixedBuffersRefused {
+                arena_bytes: refused.arena_bytes(),
+                errno,
+            });
+        }
+        let features = RingFeatures::of_flags(created.flags)
+            .union(config.plan.usable.intersect(RingFeatures::EXT_ARG))
+            .union(RingFeatures::when(
+                config.register_file,
+                RingFeatures::FIXED_FILE,
+            ))
+            .union(RingFeatures::when(
+                fixed.is_some(),
+                RingFeatures::FIXED_BUFFERS,
+            ))
+            .union(RingFeatures::when(C::PASSTHROUGH, RingFeatures::URING_CMD));
         let report = SetupReport {
             attempts: created.attempts,
             flags: created.flags,
             sq_entries: created.ring.params().sq_entries(),
             cq_entries: created.ring.params().cq_entries(),
-            fixed_buffer_count: config.fixed.as_ref().map_or(0, FixedBuffers::iovec_count),
+            fixed_buffer_count: fixed.as_ref().map_or(0, FixedBuffers::iovec_count),
             fixed_file: config.register_file,
+            features,
+            warnings,
         };
-        check_cq_entries(report.cq_entries, config.window)?;
+        let cq_entries_min = 2 * config.window + config.plan.timer_cqe_max();
+        check_cq_entries(report.cq_entries, cq_entries_min)?;
         Ok(Ring {
             issuer: Issuer::for_flags(created.flags),
             ring: ManuallyDrop::new(created.ring),
             codec,
             device: config.device,
-            fixed: config.fixed,
+            fixed,
             readiness,
             plan: config.plan,
             register_file: config.register_file,
-            slots: Slab::with_capacity(config.window),
-            waiting: VecDeque::with_capacity(config.window),
-            ready: Vec::new(),
+            slots: Slots::new(config.window),
             deadlines: Deadlines::new(config.op_timeout),
+            timers: Timers::default(),
             scratch: Vec::with_capacity(report.cq_entries as usize),
-            window: config.window,
             sqes_per_enter_max: usize::MAX,
-            in_kernel_count: 0,
-            zombie_count: 0,
-            cancel_count: 0,
-            next_generation: 0,
             broken: None,
             leak_ring: false,
             stats: UringStats::default(),
@@ -127,9 +136,16 @@ impl<C: Codec> Ring<C> {
         })
     }
 
-    /// CQEs the kernel still owes: one per piece in the kernel and one per cancel.
+    /// CQEs the kernel still owes: one per piece in the kernel, per cancel and per timer.
     pub(crate) fn cqe_owed(&self) -> usize {
-        self.in_kernel_count + self.cancel_count
+        self.slots.cqe_owed() + self.timers.armed_count()
+    }
+
+    /// Forgets everything the kernel holds (operations, zombies, timers), completing the
+    /// operations with `error`; the caller leaks the ring. Returns how many it completed.
+    pub(crate) fn abandon_in_kernel(&mut self, error: &IoError) -> u64 {
+        self.timers.leak_all();
+        self.slots.abandon_in_kernel(error)
     }
 
     /// Admits `ops` (refusing what the device cannot do), fills the window and submits.
@@ -139,7 +155,7 @@ impl<C: Codec> Ring<C> {
         for op in ops.drain(..) {
             match self.device.admit(op) {
                 Ok(op) => self.admit(op, now),
-                Err(refused) => self.ready.push(refused),
+                Err(refused) => self.slots.push_ready(refused),
             }
         }
         self.refill();
@@ -155,20 +171,16 @@ impl<C: Codec> Ring<C> {
             (Some(fixed), Some(buffer)) => fixed.index_of(buffer),
             _ => None,
         };
-        let generation = self.next_generation;
-        self.next_generation = self.next_generation.wrapping_add(1);
-        let key = self
-            .slots
-            .insert(Slot::new(op, addr, buf_index, generation));
-        self.waiting.push_back((key, generation));
+        let (key, generation) = self.slots.admit(op, addr, buf_index);
         if let Some(now) = now {
             self.deadlines.push(now, key, generation);
         }
     }
 
     /// Marks the ring unusable and completes every operation with `error`: those waiting with
-    /// their buffers, those the kernel holds without theirs (see `abandon_in_kernel`). Later
-    /// submissions fail the same way, at once, so every caller gets an answer per operation.
+    /// their buffers, those the kernel holds without theirs (see `Slots::abandon_in_kernel`).
+    /// Later submissions fail the same way, at once, so every caller gets an answer per
+    /// operation.
     pub(crate) fn break_ring(&mut self, error: IoError) {
         if self.broken.is_some() {
             return;
@@ -177,57 +189,34 @@ impl<C: Codec> Ring<C> {
         // The kernel may still write into what it holds: the ring and those buffers leak.
         self.leak_ring |= self.cqe_owed() > 0;
         self.abandon_in_kernel(&error);
-        self.fail_waiting(error);
-    }
-
-    /// Completes every operation the kernel holds with `error` and no buffer, and drops the
-    /// zombies: the kernel may still write into their buffers, so they are leaked, never
-    /// returned to their pools. Afterwards the kernel is owed no CQE; the caller leaks the
-    /// ring that held them. Returns how many operations it completed.
-    pub(crate) fn abandon_in_kernel(&mut self, error: &IoError) -> u64 {
-        let held: Vec<usize> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.state != SlotState::Waiting)
-            .map(|(key, _)| key)
-            .collect();
-        let mut completed_count = 0;
-        for key in held {
-            let slot = self.slots.remove(key);
-            if slot.state == SlotState::InKernel {
-                let info = slot.op.info();
-                self.ready
-                    .push(Completion::new(info, Err(error.clone()), None));
-                completed_count += 1;
-            }
-            std::mem::forget(slot.op);
-        }
-        self.in_kernel_count = 0;
-        self.zombie_count = 0;
-        self.cancel_count = 0;
-        completed_count
+        self.slots.fail_waiting(&error);
     }
 
     /// Operations submitted and not yet handed out by `reap`.
     pub(crate) fn pending_count(&self) -> usize {
-        self.slots.len() - self.zombie_count + self.ready.len()
+        self.slots.pending_count()
     }
 
     pub(crate) fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: C::NAME,
             align_bytes: self.codec.align_bytes(&self.device),
-            in_flight_max: self.window,
+            in_flight_max: self.window(),
             fixed_buffers: self.fixed.is_some(),
             passthrough: C::PASSTHROUGH,
         }
     }
+
+    /// At most this many operations in the kernel at once.
+    pub(crate) fn window(&self) -> usize {
+        self.slots.window()
+    }
 }
 
-/// Refuses a CQ that cannot hold a CQE for every operation of the window and every cancel.
-/// The kernel rounds the size asked for up, so this fails only if it answers otherwise.
-fn check_cq_entries(cq_entries: u32, window: usize) -> Result<(), SetupError> {
-    let cq_entries_min = 2 * window;
+/// Refuses a CQ that cannot hold a CQE for every operation of the window, every cancel and
+/// every timeout SQE. The kernel rounds the size asked for up, so this fails only if it
+/// answers otherwise.
+fn check_cq_entries(cq_entries: u32, cq_entries_min: usize) -> Result<(), SetupError> {
     if (cq_entries as usize) < cq_entries_min {
         return Err(SetupError::CqTooSmall {
             cq_entries,
@@ -244,13 +233,14 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use io_uring::{cqueue, squeue};
-    use rbio_core::{Buffer, BufferPool, Errno, IoError, Wait};
+    use rbio_core::{Buffer, BufferPool, Completion, Errno, IoError, Wait};
 
     use super::*;
     use crate::block::{BlockCodec, FileTarget};
     use crate::codec::{Outcome, Piece, PieceRequest};
+    use crate::features::kernel_features;
     use crate::flags::RingFlags;
-    use crate::reap::BUSY_RETRIES_MAX;
+    use crate::slot::BUSY_RETRIES_MAX;
 
     /// A second codec over the same core: block I/O, except that it cannot encode a piece at
     /// offset 4096, and that it replaces the outcome of the next CQEs by a script, as if the
@@ -300,7 +290,12 @@ mod tests {
         let config = CoreConfig {
             device,
             window,
-            plan: RingPlan::for_window(window, RingFlags::NONE, RingFlags::LADDER.to_vec()),
+            plan: RingPlan::for_window(
+                window,
+                RingFlags::NONE,
+                RingFlags::LADDER.to_vec(),
+                kernel_features(),
+            ),
             fixed: None,
             register_file: true,
             op_timeout: Some(Duration::from_secs(5)),
@@ -392,7 +387,12 @@ mod tests {
     fn a_cq_too_small_for_the_window_is_a_setup_error() {
         let (_image, mut config) = config(8);
         // The ring of a window of 2 (a CQ of 4 entries) under a window of 8.
-        config.plan = RingPlan::for_window(2, RingFlags::NONE, RingFlags::LADDER.to_vec());
+        config.plan = RingPlan::for_window(
+            2,
+            RingFlags::NONE,
+            RingFlags::LADDER.to_vec(),
+            kernel_features(),
+        );
         let error = match Ring::new(scripted(Vec::new()), config) {
             Ok(_) => panic!("a CQ of 4 entries was accepted for a window of 8"),
             Err(error) => error,
@@ -428,7 +428,12 @@ mod tests {
         let config = CoreConfig {
             device: Arc::new(Device::open("/dev/ptmx").expect("open /dev/ptmx")),
             window: 4,
-            plan: RingPlan::for_window(4, RingFlags::NONE, RingFlags::LADDER.to_vec()),
+            plan: RingPlan::for_window(
+                4,
+                RingFlags::NONE,
+                RingFlags::LADDER.to_vec(),
+                kernel_features(),
+            ),
             fixed: None,
             register_file: true,
             op_timeout: None,
@@ -440,7 +445,7 @@ mod tests {
             .map(|tag| Op::read(tag, 0, pool.take().unwrap()))
             .collect();
         ring.submit(&mut ops);
-        assert_eq!((ring.in_kernel_count, ring.pending_count()), (4, 8));
+        assert_eq!((ring.slots.in_kernel_count(), ring.pending_count()), (4, 8));
         let null = std::fs::File::open("/dev/null").unwrap();
         // SAFETY: dup2 touches no memory: it makes the ring's descriptor number refer to
         // /dev/null, which the ring (leaked below) would close once. The ring's mappings hold

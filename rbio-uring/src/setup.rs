@@ -12,8 +12,10 @@ use io_uring::{cqueue, squeue, IoUring};
 use rbio_core::Errno;
 
 use crate::error::SetupError;
+use crate::features::RingFeatures;
 use crate::fixed::FixedBuffers;
 use crate::flags::{RingFlags, SetupAttempt};
+use crate::timer::TIMERS_MAX;
 
 /// How long an idle SQPOLL thread spins before it sleeps.
 const SQPOLL_IDLE_MS: u32 = 50;
@@ -26,23 +28,59 @@ pub(crate) const SQ_ENTRIES_MAX: u32 = 32768;
 pub(crate) struct RingPlan {
     /// Submission queue entries (a power of two, at least the window).
     pub(crate) sq_entries: u32,
-    /// Completion queue entries (twice the SQ: one CQE per op plus one per cancel).
+    /// Completion queue entries (twice the SQ: one CQE per op plus one per cancel; and
+    /// room for the timeout SQEs' CQEs where waits need them).
     pub(crate) cq_entries: u32,
-    /// Flags added to every set tried: SQPOLL, IOPOLL, SUBMIT_ALL.
+    /// Flags added to every set tried: SQPOLL, IOPOLL, and SUBMIT_ALL where usable.
     pub(crate) extra: RingFlags,
-    /// The task-run flag sets to try, in order.
+    /// The task-run flag sets to try, in order: those whose features are usable.
     pub(crate) ladder: Vec<RingFlags>,
+    /// The features the ring may use.
+    pub(crate) usable: RingFeatures,
 }
 
 impl RingPlan {
-    /// A plan for `window` operations in flight.
-    pub(crate) fn for_window(window: usize, extra: RingFlags, ladder: Vec<RingFlags>) -> Self {
+    /// A plan for `window` operations in flight, using only `usable` features: the flag sets
+    /// of `ladder` that need others are left out (the plain ring stays if none is left).
+    pub(crate) fn for_window(
+        window: usize,
+        extra: RingFlags,
+        ladder: Vec<RingFlags>,
+        usable: RingFeatures,
+    ) -> Self {
         let sq_entries = (window.max(2) as u32).next_power_of_two();
+        let timer_cqes = if usable.contains(RingFeatures::EXT_ARG) {
+            0
+        } else {
+            TIMERS_MAX as u32
+        };
+        let extra = if usable.contains(RingFeatures::SUBMIT_ALL) {
+            extra.union(RingFlags::SUBMIT_ALL)
+        } else {
+            extra
+        };
+        let mut ladder: Vec<RingFlags> = ladder
+            .into_iter()
+            .filter(|set| usable.allow_flags(*set))
+            .collect();
+        if ladder.is_empty() {
+            ladder.push(RingFlags::NONE);
+        }
         RingPlan {
             sq_entries,
-            cq_entries: 2 * sq_entries,
-            extra: extra.union(RingFlags::SUBMIT_ALL),
+            cq_entries: 2 * sq_entries + timer_cqes,
+            extra,
             ladder,
+            usable,
+        }
+    }
+
+    /// CQEs owed at most besides the window's: one per timeout SQE where waits use them.
+    pub(crate) fn timer_cqe_max(&self) -> usize {
+        if self.usable.contains(RingFeatures::EXT_ARG) {
+            0
+        } else {
+            TIMERS_MAX
         }
     }
 }
@@ -63,6 +101,9 @@ pub(crate) struct Created<S: squeue::EntryMarker, C: cqueue::EntryMarker> {
     pub(crate) attempts: Vec<SetupAttempt>,
     /// The flags it runs with (without `R_DISABLED`).
     pub(crate) flags: RingFlags,
+    /// Why the buffer arena is not registered though it was asked for: the kernel refused
+    /// it for lack of locked memory.
+    pub(crate) buffers_refused: Option<Errno>,
 }
 
 /// Creates a ring with the first flag set of the plan's ladder the kernel accepts and makes
@@ -84,11 +125,12 @@ where
                     flags,
                     refused: None,
                 });
-                register(&ring, registrations)?;
+                let buffers_refused = register(&ring, registrations)?;
                 return Ok(Created {
                     ring,
                     attempts,
                     flags,
+                    buffers_refused,
                 });
             }
             Err(error) => attempts.push(SetupAttempt {
@@ -134,13 +176,28 @@ where
     builder.build(plan.sq_entries)
 }
 
-fn register<S, C>(ring: &IoUring<S, C>, registrations: Registrations<'_>) -> Result<(), SetupError>
+/// Makes the registrations; returns the errno if the buffer arena was refused for lack of
+/// locked memory (`ENOMEM`, or `EPERM` where the limit is zero), which the engine survives by
+/// doing without fixed buffers. Any other refusal is an error.
+fn register<S, C>(
+    ring: &IoUring<S, C>,
+    registrations: Registrations<'_>,
+) -> Result<Option<Errno>, SetupError>
 where
     S: squeue::EntryMarker,
     C: cqueue::EntryMarker,
 {
+    let mut buffers_refused = None;
     if let Some(fixed) = registrations.fixed {
-        fixed.register(ring)?;
+        match fixed.register(ring) {
+            Ok(()) => {}
+            Err(SetupError::RegisterBuffers { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::ENOMEM | libc::EPERM)) =>
+            {
+                buffers_refused = Some(Errno(source.raw_os_error().unwrap_or(0)));
+            }
+            Err(error) => return Err(error),
+        }
     }
     if let Some(fd) = registrations.file {
         ring.submitter()
@@ -152,7 +209,7 @@ where
             .register_eventfd(eventfd)
             .map_err(|source| SetupError::Readiness { source })?;
     }
-    Ok(())
+    Ok(buffers_refused)
 }
 
 #[cfg(test)]
@@ -161,13 +218,36 @@ mod tests {
 
     #[test]
     fn queues_hold_the_window_and_twice_as_many_completions() {
-        let plan = RingPlan::for_window(100, RingFlags::NONE, vec![RingFlags::NONE]);
+        let all = RingFeatures::ALL;
+        let plan = RingPlan::for_window(100, RingFlags::NONE, vec![RingFlags::NONE], all);
         assert_eq!(plan.sq_entries, 128);
         assert_eq!(plan.cq_entries, 256);
         assert!(plan.extra.contains(RingFlags::SUBMIT_ALL));
         assert_eq!(
-            RingPlan::for_window(1, RingFlags::NONE, vec![]).sq_entries,
+            RingPlan::for_window(1, RingFlags::NONE, vec![], all).sq_entries,
             2
         );
+    }
+
+    /// Issue 12: on a kernel before 5.18 every set of the ladder carried SUBMIT_ALL, so no
+    /// ring could be created; flags and waits now follow what the kernel offers.
+    #[test]
+    fn features_missing_leave_their_flags_out_and_make_room_for_timer_cqes() {
+        let usable = RingFeatures::ALL
+            .without(RingFeatures::SUBMIT_ALL)
+            .without(RingFeatures::DEFER_TASKRUN)
+            .without(RingFeatures::EXT_ARG);
+        let plan = RingPlan::for_window(64, RingFlags::NONE, RingFlags::LADDER.to_vec(), usable);
+        assert!(!plan.extra.contains(RingFlags::SUBMIT_ALL));
+        assert_eq!(plan.ladder, RingFlags::LADDER[1..].to_vec());
+        assert_eq!(plan.cq_entries, 128 + TIMERS_MAX as u32);
+        assert_eq!(plan.timer_cqe_max(), TIMERS_MAX);
+        let bare = RingPlan::for_window(
+            64,
+            RingFlags::NONE,
+            vec![RingFlags::LADDER[0]],
+            RingFeatures::NONE,
+        );
+        assert_eq!(bare.ladder, vec![RingFlags::NONE], "the plain ring remains");
     }
 }

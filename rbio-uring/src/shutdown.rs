@@ -9,7 +9,6 @@ use io_uring::cqueue::EntryMarker as _;
 
 use crate::codec::Codec;
 use crate::ring::Ring;
-use crate::slot::{slot_of, user_data, SlotState, CANCEL_USER_DATA};
 
 /// The longest a dropped engine waits for the kernel to give its buffers back.
 pub const DROP_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,17 +34,8 @@ impl<C: Codec> Ring<C> {
     /// passes; `true` if none is owed. The time is checked on every pass, since a wait can
     /// end early (on a polled ring every wait is one poll; see `wait_for_cqe`).
     fn cancel_and_drain(&mut self, timeout: Duration) -> bool {
-        let targets: Vec<u64> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| slot.state == SlotState::InKernel)
-            .map(|(key, slot)| user_data(key, slot.generation))
-            .collect();
-        for target in targets {
-            if !self.push_cancel(target) {
-                self.submit_pushed();
-                let _ = self.push_cancel(target);
-            }
+        for target in self.slots.in_kernel_user_data() {
+            self.push_cancel_now(target);
         }
         self.submit_pushed();
         let deadline = Instant::now() + timeout;
@@ -53,6 +43,12 @@ impl<C: Codec> Ring<C> {
             let now = Instant::now();
             if now >= deadline {
                 return false;
+            }
+            if self.slots.cqe_owed() == 0 {
+                // Only timers are owed, some armed by these very waits: cancel them too.
+                for target in self.timers.take_uncanceled() {
+                    self.push_cancel_now(target);
+                }
             }
             if !self.wait_for_cqe(deadline - now) {
                 return false;
@@ -67,26 +63,17 @@ impl<C: Codec> Ring<C> {
         let mut cqes = std::mem::take(&mut self.scratch);
         cqes.extend(self.ring.completion());
         for cqe in cqes.drain(..) {
-            if cqe.user_data() == CANCEL_USER_DATA {
-                self.cancel_count -= 1;
-                continue;
+            if !self.timers.on_cqe(cqe.user_data()) {
+                self.slots.release(cqe.user_data());
             }
-            let (key, _) = slot_of(cqe.user_data());
-            if self.slots.remove(key).state == SlotState::Zombie {
-                self.zombie_count -= 1;
-            }
-            self.in_kernel_count -= 1;
         }
         self.scratch = cqes;
     }
 
     /// Leaks the ring, the arena's pool handle and every buffer the kernel may hold.
     fn leak_in_kernel(&mut self) {
-        for slot in self.slots.drain() {
-            if slot.state != SlotState::Waiting {
-                std::mem::forget(slot.op);
-            }
-        }
+        self.slots.leak_all();
+        self.timers.leak_all();
         std::mem::forget(self.fixed.take());
         // `self.ring` is a `ManuallyDrop` that is not dropped: its mapping and fd leak.
     }

@@ -7,7 +7,7 @@ use rbio_core::{Errno, IoError};
 
 use crate::codec::Codec;
 use crate::ring::Ring;
-use crate::slot::{user_data, SlotState, CANCEL_USER_DATA};
+use crate::slot::{user_data, CANCEL_USER_DATA};
 
 /// How many times one submission is restarted after `EINTR`.
 const SUBMIT_EINTR_MAX: u32 = 16;
@@ -18,7 +18,7 @@ impl<C: Codec> Ring<C> {
     /// Operations that cannot be encoded, or need no kernel call, complete into `ready`.
     pub(crate) fn refill(&mut self) {
         if let Some(error) = self.broken.clone() {
-            self.fail_waiting(error);
+            self.slots.fail_waiting(&error);
             return;
         }
         while self.push_waiting(self.sqes_per_enter_max) {
@@ -33,50 +33,33 @@ impl<C: Codec> Ring<C> {
     fn push_waiting(&mut self, limit: usize) -> bool {
         let mut pushed_count = 0;
         let mut sq = self.ring.submission();
-        while self.in_kernel_count < self.window && !sq.is_full() {
+        while self.slots.has_room() && !sq.is_full() {
             if pushed_count == limit {
                 return true;
             }
-            let Some((key, generation)) = self.waiting.pop_front() else {
+            let Some((key, generation, request)) = self.slots.next_waiting() else {
                 break;
-            };
-            let request = match self.slots.get(key) {
-                Some(slot) if slot.generation == generation && slot.state == SlotState::Waiting => {
-                    if slot.is_transferred() {
-                        let slot = self.slots.remove(key);
-                        let done_bytes = slot.done_bytes;
-                        self.ready.push(slot.op.complete(Ok(done_bytes)));
-                        continue;
-                    }
-                    slot.request()
-                }
-                _ => continue,
             };
             let piece = match self.codec.prepare(&request) {
                 Ok(piece) => piece,
                 Err(error) => {
-                    let slot = self.slots.remove(key);
-                    self.ready.push(slot.op.complete(Err(error)));
+                    self.slots.refuse(key, error);
                     continue;
                 }
             };
             let mut sqe = piece.sqe;
             sqe.set_user_data(user_data(key, generation));
             // SAFETY: the SQE points at `request.len_bytes` bytes of the slot's buffer, which
-            // lives in a pool arena (a stable address) and is owned by `self.slots[key]`. The
-            // slot stays in the slab, `InKernel` or `Zombie`, until the CQE with this user data
-            // is reaped (reap.rs) or is leaked with the ring (shutdown.rs, issuer.rs), so the
+            // lives in a pool arena (a stable address) and is owned by the slot `key`. `sent`
+            // below keeps the slot in the table, in the kernel or a zombie, until the CQE with
+            // this user data is reaped or it is leaked with the ring (see `Slots`), so the
             // memory is neither reused nor freed while the kernel may access it.
             let pushed = unsafe { sq.push(&sqe) };
             pushed.expect("the SQ had room: checked by the loop condition");
-            let slot = &mut self.slots[key];
-            slot.state = SlotState::InKernel;
-            slot.piece_bytes = piece.len_bytes;
-            self.in_kernel_count += 1;
+            self.slots.sent(key, piece.len_bytes);
             self.stats.sqe_count += 1;
             pushed_count += 1;
         }
-        debug_assert!(self.in_kernel_count <= self.window);
         false
     }
 
@@ -95,8 +78,17 @@ impl<C: Codec> Ring<C> {
         // SAFETY: a cancel SQE refers to no memory, only to the user data of another request.
         let pushed = unsafe { sq.push(&sqe) };
         pushed.expect("the SQ had room: checked above");
-        self.cancel_count += 1;
+        self.slots.cancel_sent();
         true
+    }
+
+    /// Pushes a cancel for `target`, handing the SQ to the kernel first if it is full.
+    pub(crate) fn push_cancel_now(&mut self, target: u64) {
+        if !self.push_cancel(target) {
+            self.submit_pushed();
+            // Still full (an SQPOLL thread lagging): the target completes by itself.
+            let _ = self.push_cancel(target);
+        }
     }
 
     /// Hands pushed SQEs to the kernel (one `io_uring_enter`, restarted after `EINTR`).
@@ -140,18 +132,5 @@ impl<C: Codec> Ring<C> {
         self.stats.enter_error = Some(errno);
         self.break_ring(IoError::Os(errno));
         true
-    }
-
-    /// Completes every waiting operation with `error` (the ring is unusable).
-    pub(crate) fn fail_waiting(&mut self, error: IoError) {
-        while let Some((key, generation)) = self.waiting.pop_front() {
-            let live = self.slots.get(key).is_some_and(|slot| {
-                slot.generation == generation && slot.state == SlotState::Waiting
-            });
-            if live {
-                let slot = self.slots.remove(key);
-                self.ready.push(slot.op.complete(Err(error.clone())));
-            }
-        }
     }
 }

@@ -1,14 +1,16 @@
 //! The engine-generic conformance suite passes for the io_uring engine: same completions,
 //! bytes and errors as the serial engine, at windows 1, 2, 7, 64, 256 and 4096, with and
 //! without fixed buffers, with and without O_DIRECT, on a file and on a 4 KiB-sector loop
-//! device (which needs root and `losetup`; the test fails and says so without them).
+//! device (which needs root and `losetup`; the test fails and says so without them); and
+//! through every fallback of `support::FALLBACKS` (issue 12: features a kernel before 6.1
+//! lacks, masked on this one).
 
 mod support;
 
 use rbio_core::conformance::{Suite, Target};
 use rbio_core::privilege::{available, Need};
 use rbio_uring::UringEngine;
-use support::LoopDevice;
+use support::{LoopDevice, FALLBACKS};
 
 const WINDOWS: [usize; 6] = [1, 2, 7, 64, 256, 4096];
 
@@ -39,7 +41,12 @@ fn run_matrix(place: &str, path: Option<&std::path::Path>, direct: bool) {
                     builder = builder.fixed_buffers(&target.pool);
                 }
                 let engine = builder.build().expect("io_uring engine");
-                assert_eq!(engine.setup_report().fixed_buffer_count, usize::from(fixed));
+                assert_eq!(
+                    engine.setup_report().fixed_buffer_count,
+                    usize::from(fixed),
+                    "{}",
+                    engine.setup_report()
+                );
                 engine
             });
         }
@@ -82,4 +89,36 @@ fn conforms_with_the_default_suite() {
             .build()
             .expect("io_uring engine")
     });
+}
+
+#[test]
+fn conforms_through_every_fallback() {
+    for (fallback, masked) in FALLBACKS {
+        for window in [1, 7, 64] {
+            for direct in [false, true] {
+                let label = format!(
+                    "uring/{fallback}/{}/window-{window}",
+                    if direct { "direct" } else { "buffered" }
+                );
+                Suite::new(label)
+                    .direct(direct)
+                    .cases(8)
+                    .run(|target: &Target| {
+                        let engine = UringEngine::builder(target.device.clone())
+                            .window(window)
+                            .fixed_buffers(&target.pool)
+                            .without_features(masked)
+                            .build()
+                            .expect("io_uring engine");
+                        let features = engine.features();
+                        assert_eq!(
+                            features.intersect(masked),
+                            rbio_uring::RingFeatures::NONE,
+                            "{fallback}: runs with masked features {features}"
+                        );
+                        engine
+                    });
+            }
+        }
+    }
 }

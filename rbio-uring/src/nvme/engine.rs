@@ -12,6 +12,7 @@ use super::codec::{registered_chunk_bytes_max, NvmeCodec};
 use super::identify::NvmeNamespaceInfo;
 use super::open::{check_nvme_char_device, NvmeOpenError};
 use crate::error::SetupError;
+use crate::features::RingFeatures;
 use crate::fixed::FixedBuffers;
 use crate::flags::RingFlags;
 use crate::options::{ring_engine_by_core, ring_option_setters, RingOptions};
@@ -131,11 +132,13 @@ impl NvmeBuilder {
     /// could not be set up (including a window out of range).
     pub fn build(self) -> Result<NvmeEngine, NvmeSetupError> {
         self.options.check_window()?;
+        if !self.options.usable().contains(RingFeatures::URING_CMD) {
+            return Err(NvmeSetupError::NoUringCmd);
+        }
         let (device, namespace) = self.open_device()?;
         let fixed = self
             .options
-            .pool
-            .as_ref()
+            .fixed_pool()
             .map(|pool| {
                 let base_addr = pool.arena_region().0 as usize;
                 let chunk_bytes_max =
@@ -186,6 +189,8 @@ pub enum NvmeSetupError {
     Device(OpenError),
     /// The ring could not be set up.
     Ring(SetupError),
+    /// The kernel has no `IORING_OP_URING_CMD` (it came in Linux 5.19), or it was masked.
+    NoUringCmd,
 }
 
 impl fmt::Display for NvmeSetupError {
@@ -194,6 +199,11 @@ impl fmt::Display for NvmeSetupError {
             NvmeSetupError::Namespace(_) => write!(f, "not a usable nvme namespace"),
             NvmeSetupError::Device(_) => write!(f, "could not open the nvme namespace"),
             NvmeSetupError::Ring(_) => write!(f, "could not set up the nvme passthrough ring"),
+            NvmeSetupError::NoUringCmd => write!(
+                f,
+                "nvme passthrough is unavailable: this kernel has no IORING_OP_URING_CMD \
+                 (linux 5.19 and later)"
+            ),
         }
     }
 }
@@ -204,6 +214,7 @@ impl std::error::Error for NvmeSetupError {
             NvmeSetupError::Namespace(source) => Some(source),
             NvmeSetupError::Device(source) => Some(source),
             NvmeSetupError::Ring(source) => Some(source),
+            NvmeSetupError::NoUringCmd => None,
         }
     }
 }
@@ -286,6 +297,18 @@ mod tests {
         assert!(error
             .to_string()
             .ends_with("use /dev/ngXnY, the generic char device"));
+    }
+
+    /// Issue 12: before Linux 5.19 there is no `IORING_OP_URING_CMD`; the engine says so
+    /// instead of failing on the first command.
+    #[test]
+    fn without_uring_cmd_the_engine_is_unavailable_with_the_reason() {
+        let error = NvmeEngine::builder("/nonexistent/ng0n1")
+            .without_features(RingFeatures::URING_CMD)
+            .build()
+            .unwrap_err();
+        assert!(matches!(error, NvmeSetupError::NoUringCmd), "{error:?}");
+        assert!(error.to_string().contains("linux 5.19"), "{error}");
     }
 
     #[test]

@@ -8,6 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rbio_core::{Completion, Device, Engine, Op, Wait};
+use rbio_uring::RingFeatures;
+
+/// Feature sets to mask so a suite runs through each fallback path on a recent kernel
+/// (issue 12): none masked; no `EXT_ARG` (timeout SQEs bound the waits); no `SUBMIT_ALL`; no
+/// registered file or buffers; and every optional feature at once, about what Linux 5.10
+/// offers.
+pub const FALLBACKS: [(&str, RingFeatures); 5] = [
+    ("all-features", RingFeatures::NONE),
+    ("no-ext-arg", RingFeatures::EXT_ARG),
+    ("no-submit-all", RingFeatures::SUBMIT_ALL),
+    (
+        "no-registrations",
+        RingFeatures::FIXED_FILE.union(RingFeatures::FIXED_BUFFERS),
+    ),
+    ("linux-5.10", RingFeatures::ALL),
+];
 
 /// The byte at `offset_bytes` of a pattern image.
 pub fn pattern_byte(offset_bytes: u64) -> u8 {
