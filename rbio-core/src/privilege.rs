@@ -81,6 +81,7 @@ impl Need {
 ///
 /// # Panics
 /// Without `need` when [`REQUIRE_ENV`] is `1`, saying what is missing.
+#[track_caller] // a failure under RBIO_REQUIRE_PRIVILEGED_TESTS=1 names the test's line
 pub fn available(need: Need) -> bool {
     if need.is_met() {
         return true;
