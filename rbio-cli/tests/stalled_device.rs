@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::stallfs::{privileged, StallFs, Stalls};
+use common::stallfs::{StallFs, Stalls};
 use serde_json::Value;
 
 const ENTRY_COUNT: u64 = 2000;
@@ -145,9 +145,7 @@ fn check_accounted(
 /// after the stall with 108 of 2000 entries counted and 1892 slots freed.
 #[test]
 fn posix_bringup_of_a_stalled_device_accounts_for_every_entry() {
-    if !privileged("posix_bringup_of_a_stalled_device_accounts_for_every_entry") {
-        return;
-    }
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("a FUSE mount"));
     let dir = tempfile::tempdir().unwrap();
     let (image, offsets) = prepared_image(dir.path());
     let stalled: Vec<usize> = (100..116).collect();
@@ -191,9 +189,7 @@ fn posix_bringup_of_a_stalled_device_accounts_for_every_entry() {
 /// buffers come back when the device answers, and every other header is read.
 #[test]
 fn posix_bringup_goes_on_when_late_answers_return_the_buffers() {
-    if !privileged("posix_bringup_goes_on_when_late_answers_return_the_buffers") {
-        return;
-    }
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("a FUSE mount"));
     let dir = tempfile::tempdir().unwrap();
     let (image, offsets) = prepared_image(dir.path());
     let stalled: Vec<usize> = (100..116).collect();
@@ -232,9 +228,7 @@ fn posix_bringup_goes_on_when_late_answers_return_the_buffers() {
 /// stall everything behind them; bringup still finishes and accounts for every entry.
 #[test]
 fn uring_bringup_of_a_stalled_device_accounts_for_every_entry() {
-    if !privileged("uring_bringup_of_a_stalled_device_accounts_for_every_entry") {
-        return;
-    }
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("a FUSE mount"));
     if !rbio_engines_uring_usable() {
         eprintln!(
             "skipped uring_bringup_of_a_stalled_device_accounts_for_every_entry: io_uring disabled"
@@ -276,9 +270,7 @@ fn rbio_engines_uring_usable() -> bool {
 #[test]
 #[ignore = "takes two minutes: the issue's 45 s stall at the default 30 s timeout"]
 fn the_issues_run_with_default_timeouts() {
-    if !privileged("the_issues_run_with_default_timeouts") {
-        return;
-    }
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("a FUSE mount"));
     let dir = tempfile::tempdir().unwrap();
     let (image, offsets) = prepared_image(dir.path());
     let stalled: Vec<usize> = (100..116).collect();

@@ -40,6 +40,8 @@ mod engine;
 mod error;
 mod fault;
 mod op;
+#[cfg(feature = "testing")]
+pub mod privilege;
 mod ready;
 mod retry;
 mod serial;

@@ -70,6 +70,7 @@ impl Drop for LoopDevice {
 
 #[test]
 fn conforms_on_a_4k_sector_loop_device() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("loop devices"));
     let backing = tempfile::NamedTempFile::new().expect("backing file");
     // Exactly the suite's own image size: its out-of-range slots start right after the 64
     // slots it patterns, so a larger target would read unpatterned bytes there.

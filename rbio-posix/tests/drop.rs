@@ -18,6 +18,7 @@ const WATCHDOG: Duration = Duration::from_secs(20);
 
 #[test]
 fn drop_with_a_worker_stuck_in_the_kernel_returns_and_detaches_it() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("userfaultfd"));
     let (_file, device) = common::image(16 * 4096);
     let pool = BufferPool::new(4096, 16, 4096).unwrap();
     let mut engine = PosixEngine::builder(device).workers(2).build().unwrap();

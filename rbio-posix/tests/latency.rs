@@ -14,6 +14,7 @@ use common::stall::Stall;
 
 #[test]
 fn a_finished_read_is_not_held_behind_a_stuck_one() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("userfaultfd"));
     let (_file, device) = common::image(4 * 4096);
     let pool = BufferPool::new(4096, 4, 4096).unwrap();
     let mut engine = PosixEngine::builder(device).workers(1).build().unwrap();

@@ -22,6 +22,7 @@ const WATCHDOG: Duration = Duration::from_secs(20);
 
 #[test]
 fn a_stream_over_a_stuck_worker_stops_by_its_stall_timeout_and_drop_returns() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("userfaultfd"));
     let (_file, device) = common::image(16 * 4096);
     // One buffer, stalled before the stream takes it: its first read sticks in the kernel.
     let pool = BufferPool::new(4096, 1, 4096).unwrap();

@@ -15,6 +15,7 @@ use common::stall::Stall;
 
 #[test]
 fn ten_operations_over_three_workers_run_as_ranges_of_four_three_three() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("userfaultfd"));
     let (_file, device) = common::image(10 * 4096);
     let pool = BufferPool::new(4096, 10, 4096).unwrap();
     let mut engine = PosixEngine::builder(device).workers(3).build().unwrap();
@@ -92,6 +93,7 @@ fn every_batch_gives_each_worker_one_range() {
 
 #[test]
 fn a_batch_smaller_than_the_pool_uses_the_least_loaded_workers() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("userfaultfd"));
     let (_file, device) = common::image(8 * 4096);
     let pool = BufferPool::new(4096, 8, 4096).unwrap();
     let mut engine = PosixEngine::builder(device).workers(4).build().unwrap();

@@ -18,6 +18,7 @@ const OP_TIMEOUT: Duration = Duration::from_millis(200);
 
 #[test]
 fn a_stuck_operation_times_out_once_and_its_buffer_waits_for_the_kernel() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("userfaultfd"));
     let (_file, device) = common::image(4 * 4096);
     let pool = BufferPool::new(4096, 4, 4096).unwrap();
     let mut engine = PosixEngine::builder(device)
@@ -84,6 +85,7 @@ fn a_stuck_operation_times_out_once_and_its_buffer_waits_for_the_kernel() {
 
 #[test]
 fn other_workers_complete_normally_while_one_is_stuck() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("userfaultfd"));
     let (_file, device) = common::image(8 * 4096);
     let pool = BufferPool::new(4096, 8, 4096).unwrap();
     // Long enough for the healthy range on a loaded machine.

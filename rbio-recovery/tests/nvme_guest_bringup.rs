@@ -67,6 +67,8 @@ fn options(spec: &PrepareSpec) -> BringupOptions {
 
 fn comparable(mut recovered: Recovered) -> Recovered {
     recovered.report.engine.clear();
+    // The passthrough run names /dev/ng0nY, the serial one /dev/nvme0nY.
+    recovered.report.device.clear();
     recovered.report.phases = Default::default();
     recovered.report.header_buffer_bytes_max = 0;
     recovered.report.settings.engine_in_flight_max = 0;

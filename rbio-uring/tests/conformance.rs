@@ -8,6 +8,7 @@
 mod support;
 
 use rbio_core::conformance::{Suite, Target};
+use rbio_core::privilege::{available, Need};
 use rbio_uring::UringEngine;
 use support::{LoopDevice, FALLBACKS};
 
@@ -16,8 +17,15 @@ const WINDOWS: [usize; 6] = [1, 2, 7, 64, 256, 4096];
 /// Runs the suite for every window, with and without fixed buffers, on `path` (or a
 /// temporary file).
 fn run_matrix(place: &str, path: Option<&std::path::Path>, direct: bool) {
+    let with_fixed = available(Need::LockedMemory {
+        bytes: rbio_core::conformance::POOL_BYTES,
+        what: "fixed buffers; the unfixed half ran",
+    });
     for window in WINDOWS {
         for fixed in [false, true] {
+            if fixed && !with_fixed {
+                continue;
+            }
             let label = format!(
                 "uring/{place}/{}/window-{window}/{}",
                 if direct { "direct" } else { "buffered" },
@@ -57,18 +65,24 @@ fn conforms_on_a_file_with_o_direct() {
 
 #[test]
 fn conforms_on_a_4k_loop_device_buffered() {
+    rbio_core::skip_without!(Need::Root("loop devices"));
     let device = LoopDevice::attach(rbio_core::conformance::IMAGE_BYTES, 4096);
     run_matrix("loop4k", Some(&device.path), false);
 }
 
 #[test]
 fn conforms_on_a_4k_loop_device_with_o_direct() {
+    rbio_core::skip_without!(Need::Root("loop devices"));
     let device = LoopDevice::attach(rbio_core::conformance::IMAGE_BYTES, 4096);
     run_matrix("loop4k", Some(&device.path), true);
 }
 
 #[test]
 fn conforms_with_the_default_suite() {
+    rbio_core::skip_without!(Need::LockedMemory {
+        bytes: rbio_core::conformance::POOL_BYTES,
+        what: "fixed buffers"
+    });
     rbio_core::conformance::run_all("uring-default", |target: &Target| {
         UringEngine::builder(target.device.clone())
             .fixed_buffers(&target.pool)

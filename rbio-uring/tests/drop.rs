@@ -52,6 +52,10 @@ fn drop_with_stuck_reads_in_flight_cancels_and_frees_within_the_bound() {
 /// waited for, none leaked) under a watchdog that only catches a hang.
 #[test]
 fn drop_with_real_reads_in_flight_waits_for_them() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::LockedMemory {
+        bytes: 8 << 20,
+        what: "fixed buffers"
+    });
     let image = pattern_image(8 << 20);
     let path = image.path().to_path_buf();
     within("drop with real reads in flight", NO_HANG, move || {

@@ -61,6 +61,7 @@ fn iopoll_on_a_buffered_file_fails_typed() {
 
 #[test]
 fn iopoll_on_a_loop_device_fails_typed() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("loop devices"));
     let loop_device = LoopDevice::attach(1 << 20, 4096);
     unsupported_everywhere(loop_device.path.clone(), true, true);
 }

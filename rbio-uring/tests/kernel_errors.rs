@@ -47,6 +47,7 @@ fn read(tag: u64, offset_bytes: u64, len_bytes: usize) -> Op {
 
 #[test]
 fn the_device_check_refuses_reads_past_the_end() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("loop devices"));
     let loop_device = LoopDevice::attach(DEVICE_BYTES, 4096);
     let device = Arc::new(
         Device::options()
@@ -74,6 +75,7 @@ fn the_device_check_refuses_reads_past_the_end() {
 
 #[test]
 fn the_kernel_ends_reads_at_the_real_end_of_the_device() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("loop devices"));
     let loop_device = LoopDevice::attach(DEVICE_BYTES, 4096);
     let device = Device::options()
         .direct(true)
@@ -109,6 +111,7 @@ fn the_kernel_ends_reads_at_the_real_end_of_the_device() {
 
 #[test]
 fn the_kernel_refuses_misaligned_direct_io() {
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("loop devices"));
     let loop_device = LoopDevice::attach(DEVICE_BYTES, 4096);
     let device = Device::options()
         .direct(true)

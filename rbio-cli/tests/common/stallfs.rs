@@ -18,9 +18,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// The environment variable that turns a skipped privileged test into a failure.
-pub const REQUIRE_PRIVILEGED: &str = "RBIO_REQUIRE_PRIVILEGED_TESTS";
-
 /// The inode of the mount's root directory and of the one file in it.
 const ROOT_INODE: u64 = 1;
 const FILE_INODE: u64 = 2;
@@ -48,33 +45,6 @@ const FOPEN_DIRECT_IO: u32 = 1;
 const IN_HEADER_BYTES: usize = 40;
 const OUT_HEADER_BYTES: usize = 16;
 const MAX_WRITE_BYTES: u32 = 128 << 10;
-
-/// Whether privileged tests run here: `Ok(true)` as root, `Ok(false)` (skip, with one line
-/// on stderr) otherwise, unless [`REQUIRE_PRIVILEGED`] is `1`: then a failure.
-pub fn privileged(test: &str) -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("Uid:"))?;
-            line.split_whitespace().nth(2).map(|euid| euid == "0")
-        })
-        .unwrap_or(false);
-    let fuse = Path::new("/dev/fuse").exists();
-    if root && fuse {
-        return true;
-    }
-    let why = if root {
-        "/dev/fuse is missing"
-    } else {
-        "not root"
-    };
-    assert!(
-        std::env::var(REQUIRE_PRIVILEGED).as_deref() != Ok("1"),
-        "{test}: {why}, and {REQUIRE_PRIVILEGED}=1 asks for privileged tests"
-    );
-    eprintln!("skipped {test}: {why} (a FUSE mount needs root and /dev/fuse)");
-    false
-}
 
 /// Byte ranges whose reads wait, and for how long.
 #[derive(Clone, Debug)]

@@ -41,6 +41,8 @@ pub struct Target {
 pub const IMAGE_BYTES: u64 = 4 << 20;
 /// Buffers in [`Target::pool`].
 pub const POOL_BUFFER_COUNT: usize = 2048;
+/// Bytes of [`Target::pool`]: what registering it as fixed buffers locks.
+pub const POOL_BYTES: u64 = plan::OP_BYTES_MAX as u64 * POOL_BUFFER_COUNT as u64;
 
 /// One configuration of the suite: where it runs, with or without O_DIRECT.
 #[derive(Clone, Debug)]
