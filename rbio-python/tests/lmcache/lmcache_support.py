@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,8 +179,13 @@ def state(core: Any) -> dict[str, Any]:
 
 
 def device_module(core: Any) -> str:
-    """The module of the device class the core opened its device with."""
-    return type(core.raw_device()).__module__
+    """Whose device class the core opened its device with: "rbio" or "lmcache"."""
+    device_class = type(core.raw_device())
+    if device_class is rbio.lmcache.RawBlockDevice:
+        return "rbio"
+    native = sys.modules.get("lmcache_rust_raw_block_io.lmcache_rust_raw_block_io")
+    assert device_class is getattr(native, "RawBlockDevice", None), device_class
+    return "lmcache"
 
 
 def lmcache_version() -> str:

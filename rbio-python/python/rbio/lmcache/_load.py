@@ -12,7 +12,6 @@ step runs instead, with a warning.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import ModuleType
@@ -85,27 +84,21 @@ def make_load_step(module: ModuleType, lmcache_load_step: Callable[[Any], None])
     return _load_checkpoint_from_device
 
 
-def report_json(report: Any) -> dict[str, Any]:
-    """The report as the dict ``rbio bringup --json`` prints."""
-    value = report.to_json()
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
 def hand_over(core: Any, report: Any, module: ModuleType, logger: Any) -> None:
     """Gives ``core`` the index, free list, ``next_slot`` and checkpoint state of ``report``."""
-    summary = report_json(report)
-    checkpoint = summary.get("checkpoint")
+    checkpoint = report.checkpoint
     if checkpoint is None:
         logger.info("RawBlockCore: no valid on-device metadata checkpoint found")
         return
-    if summary.get("ignored"):
+    if report.ignored:
         logger.warning(
-            "RawBlockCore: metadata payload rejected by checks (rbio: %s)", summary["ignored"]
+            "RawBlockCore: metadata payload rejected by checks (rbio: %s)", report.ignored
         )
         return
-    for warning in summary.get("warnings", ()):
+    for warning in report.warnings:
         logger.warning("rbio: %s", warning)
-    outcomes = summary.get("entries", ())
+    # The entries not simply kept, in checkpoint order.
+    outcomes = report.entries
     shared = [o for o in outcomes if o.get("reason_code") == "duplicate_slot"]
     if shared:
         logger.warning(
