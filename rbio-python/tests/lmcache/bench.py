@@ -30,6 +30,8 @@ LABELS = {
     "rbio-bringup": "after install(bringup=True)",
 }
 MIB = 1 << 20
+#: Width of the table's first column.
+WIDTH = 48
 
 
 def measure_bringup(args: argparse.Namespace) -> dict:
@@ -163,7 +165,7 @@ def table(args: argparse.Namespace, results: dict) -> str:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"command: {args.command or ' '.join(sys.argv)}",
         "",
-        f"{'row':<58}{'median':>12}{'range':>22}{'ratio':>8}",
+        f"{'row':<{WIDTH}}{'median':>12}{'range':>22}{'ratio':>8}",
     ]
     bringups = results["bringups"]
     base = statistics.median(r["seconds"] for r in bringups["lmcache"])
@@ -172,28 +174,29 @@ def table(args: argparse.Namespace, results: dict) -> str:
         median = statistics.median(seconds)
         label = f"bringup, {LABELS[variant]}"
         lines.append(
-            f"{label:<58}{median:>10.3f} s{min(seconds):>10.3f}-{max(seconds):.3f} s"
+            f"{label:<{WIDTH}}{median:>10.3f} s{min(seconds):>10.3f}-{max(seconds):.3f} s"
             f"{base / median:>8.2f}x"
         )
     rbio_inner = [r["rbio_seconds"] for r in bringups["rbio-bringup"]]
     lines.append(
-        f"{'  of which rbio.bringup itself':<58}{statistics.median(rbio_inner):>10.3f} s"
+        f"{'  of which rbio.bringup itself':<{WIDTH}}{statistics.median(rbio_inner):>10.3f} s"
         f"{min(rbio_inner):>10.3f}-{max(rbio_inner):.3f} s"
     )
     payload_mib = (args.io_slot_bytes - lm.HEADER_BYTES) / MIB
+    lines.append(
+        f"put_many / load_many_into: {args.io_entries} entries of {payload_mib:.2f} MiB in "
+        f"batches of {args.io_batch}, a fresh image per measurement, page cache dropped "
+        "before the loads"
+    )
     for kind, name in (("put_bytes_per_s", "put_many"), ("load_bytes_per_s", "load_many_into")):
         base = statistics.median(r[kind] for r in results["ios"]["lmcache"])
         for variant in IO_MODULES:
             rates = [r[kind] / MIB for r in results["ios"][variant]]
             median = statistics.median(rates)
             module = "LMCache's module" if variant == "lmcache" else "rbio's module"
-            label = (
-                f"{name}, {module} ({args.io_entries} x {payload_mib:.2f} MiB, "
-                f"batches of {args.io_batch})"
-            )
             lines.append(
-                f"{label:<58}{median:>8.0f} MiB/s{min(rates):>8.0f}-{max(rates):.0f} MiB/s"
-                f"{median * MIB / base:>8.2f}x"
+                f"{name + ', ' + module:<{WIDTH}}{median:>8.0f} MiB/s"
+                f"{min(rates):>8.0f}-{max(rates):.0f} MiB/s{median * MIB / base:>8.2f}x"
             )
     return "\n".join(lines)
 

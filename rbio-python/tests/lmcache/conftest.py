@@ -23,4 +23,7 @@ def pytest_report_header(config):
     """Says whether this run includes the LMCache-in-the-loop suite."""
     if _HAVE_LMCACHE:
         return None
-    return "rbio-python/tests/lmcache: not collected here (no lmcache); scripts/lmcache-tests runs it"
+    return (
+        "rbio-python/tests/lmcache: not collected here (no lmcache); "
+        "scripts/lmcache-tests runs it"
+    )

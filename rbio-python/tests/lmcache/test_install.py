@@ -176,3 +176,19 @@ def test_a_missing_load_step_method_is_refused(monkeypatch):
 
 def test_the_installed_lmcache_is_a_supported_release():
     assert lm.lmcache_version() in ("0.5.6", "0.5.7rc2")
+
+
+def test_index_entries_with_other_fields_are_refused(monkeypatch):
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Reordered:
+        path: str
+        shape: object
+        size: int
+
+    monkeypatch.setattr(lm.core_module, "DiskCacheMetadata", Reordered)
+    before = untouched()
+    with pytest.raises(rbio.lmcache.InstallError, match="DiskCacheMetadata has fields"):
+        rbio.lmcache.install(bringup=True)
+    assert untouched() == before

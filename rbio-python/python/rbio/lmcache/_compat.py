@@ -57,8 +57,10 @@ LOAD_STEP_FINGERPRINTS = frozenset(
 #: What the replacement load step takes from the core's module.
 MODULE_NAMES = ("RawBlockCore", "_Entry", "DiskCacheMetadata", "MemoryFormat", "torch", "logger")
 
-#: The fields of the core's index entries (``_Entry``), in order.
+#: The fields of the core's index entries and their metadata, in order (the replacement
+#: load step builds them positionally).
 ENTRY_FIELDS = ("offset", "size", "meta")
+METADATA_FIELDS = ("path", "size", "shape", "dtype", "cached_positions", "fmt", "pin_count")
 
 
 class InstallError(RuntimeError):
@@ -132,6 +134,13 @@ def load_step_fingerprint(core_class: type, replaced: Mapping[str, object]) -> s
     return digest.hexdigest()
 
 
+def dataclass_fields(cls: type) -> tuple[str, ...]:
+    """The field names of a dataclass, in order; empty for anything else."""
+    if not dataclasses.is_dataclass(cls):
+        return ()
+    return tuple(field.name for field in dataclasses.fields(cls))
+
+
 def check_load_step(module: ModuleType, version: str, replaced: Mapping[str, object]) -> None:
     """Checks that ``module``'s ``RawBlockCore`` loads checkpoints the way rbio expects.
 
@@ -147,17 +156,13 @@ def check_load_step(module: ModuleType, version: str, replaced: Mapping[str, obj
             "LMCache was left unchanged"
         )
     core_class = module.RawBlockCore
-    entry_class = module._Entry
-    fields = (
-        tuple(field.name for field in dataclasses.fields(entry_class))
-        if dataclasses.is_dataclass(entry_class)
-        else ()
-    )
-    if fields != ENTRY_FIELDS:
-        raise InstallError(
-            f"lmcache {version}: RawBlockCore index entries have fields {fields}, rbio "
-            f"expects {ENTRY_FIELDS}; LMCache was left unchanged"
-        )
+    for name, expected in (("_Entry", ENTRY_FIELDS), ("DiskCacheMetadata", METADATA_FIELDS)):
+        fields = dataclass_fields(getattr(module, name))
+        if fields != expected:
+            raise InstallError(
+                f"lmcache {version}: {name} has fields {fields}, rbio expects {expected}; "
+                "LMCache was left unchanged"
+            )
     fingerprint = load_step_fingerprint(core_class, replaced)
     if fingerprint not in LOAD_STEP_FINGERPRINTS:
         raise InstallError(
