@@ -144,7 +144,9 @@ def run(args: argparse.Namespace) -> dict:
     for variant, runs in [*bringups.items(), *ios.items()]:
         expected = "lmcache" if variant == "lmcache" else "rbio"
         assert all(run["device"] == expected for run in runs), (variant, runs)
-    recovered = {(r["index_len"], r["free_slots"], r["next_slot"]) for v in bringups.values() for r in v}
+    recovered = {
+        (r["index_len"], r["free_slots"], r["next_slot"]) for v in bringups.values() for r in v
+    }
     assert len(recovered) == 1, f"the variants recovered different states: {recovered}"
     return {"bringups": bringups, "ios": ios, "recovered": recovered.pop()}
 
