@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,29 @@ def measure_io(args: argparse.Namespace) -> dict:
     }
 
 
+def fio_header_read(args: argparse.Namespace, entries: int) -> float | None:
+    """Seconds fio takes to read the same slot headers in slot order (io_uring, O_DIRECT,
+    depth 256 as LMCache's and rbio's windows): the device's floor. ``None`` without fio."""
+    import lmcache_support as lm
+
+    if shutil.which("fio") is None:
+        return None
+    lm.drop_caches()
+    done = subprocess.run(
+        [
+            "fio", "--name=headers", f"--filename={args.image}", "--readonly",
+            "--rw=read", f"--bs={lm.HEADER_BYTES}", "--zonemode=strided",
+            f"--zonesize={lm.HEADER_BYTES}", f"--zonerange={args.slot_bytes}",
+            f"--offset={args.meta_total_bytes}", f"--size={entries * args.slot_bytes}",
+            f"--io_size={entries * lm.HEADER_BYTES}", "--ioengine=io_uring",
+            "--iodepth=256", "--direct=1", "--output-format=json",
+        ],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    job = json.loads(done.stdout)["jobs"][0]
+    return job["read"]["runtime"] / 1000
+
+
 def child(args: argparse.Namespace, kind: str, variant: str) -> dict:
     """Runs one measurement in a fresh interpreter and returns what it printed."""
     command = [sys.executable, __file__, f"--measure={kind}", f"--variant={variant}"]
@@ -134,10 +158,12 @@ def run(args: argparse.Namespace) -> dict:
 
     bringups = {v: [] for v in BRINGUP_VARIANTS}
     ios = {v: [] for v in IO_MODULES}
+    fio = []
     for round_index in range(args.rounds):
         for variant in rotated(BRINGUP_VARIANTS, round_index):
             lm.drop_caches()
             bringups[variant].append(child(args, "bringup", variant))
+        fio.append(fio_header_read(args, bringups["lmcache"][-1]["index_len"]))
         for variant in rotated(IO_MODULES, round_index):
             ios[variant].append(child(args, "io", variant))
         print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
@@ -148,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
         (r["index_len"], r["free_slots"], r["next_slot"]) for v in bringups.values() for r in v
     }
     assert len(recovered) == 1, f"the variants recovered different states: {recovered}"
-    return {"bringups": bringups, "ios": ios, "recovered": recovered.pop()}
+    return {"bringups": bringups, "ios": ios, "fio": fio, "recovered": recovered.pop()}
 
 
 def table(args: argparse.Namespace, results: dict) -> str:
@@ -184,6 +210,15 @@ def table(args: argparse.Namespace, results: dict) -> str:
         f"{'  of which rbio.bringup itself':<{WIDTH}}{statistics.median(rbio_inner):>10.3f} s"
         f"{min(rbio_inner):>10.3f}-{max(rbio_inner):.3f} s"
     )
+    if None not in results["fio"]:
+        fio = results["fio"]
+        label = "  fio reading the same headers (the device)"
+        lines.append(
+            f"{label:<{WIDTH}}{statistics.median(fio):>10.3f} s"
+            f"{min(fio):>10.3f}-{max(fio):.3f} s"
+        )
+    else:
+        lines.append("  (fio is not installed: no row for the device's own speed)")
     payload_mib = (args.io_slot_bytes - lm.HEADER_BYTES) / MIB
     lines.append(
         f"put_many / load_many_into: {args.io_entries} entries of {payload_mib:.2f} MiB in "
