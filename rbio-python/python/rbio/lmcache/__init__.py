@@ -6,6 +6,7 @@ rbio's posix thread pool, ``"io_uring"`` on its io_uring engine, ``use_uring_cmd
 its NVMe passthrough engine.
 """
 
-from ._rbio import RawBlockDevice
+from .._rbio import RawBlockDevice
+from ._install import InstallError, install, uninstall
 
-__all__ = ["RawBlockDevice"]
+__all__ = ["InstallError", "RawBlockDevice", "install", "uninstall"]
