@@ -1,3 +1,0 @@
-from ._rbio import RawBlockDevice as RawBlockDevice
-
-__all__ = ["RawBlockDevice"]
