@@ -184,8 +184,13 @@ fn four_devices_with_a_fixed_latency_are_each_brought_up_whole() {
     const ENTRIES: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
     let image = prepared(dir.path(), "slow.img", ENTRIES, "");
+    let latency = Stalls {
+        ranges: Vec::new(),
+        delay: Duration::ZERO,
+        latency: Duration::from_millis(2),
+    };
     let mounts: Vec<StallFs> = (0..4)
-        .map(|_| StallFs::mount(&image, Stalls::latency(Duration::from_millis(2))))
+        .map(|_| StallFs::mount(&image, latency.clone()))
         .collect();
     let paths: Vec<PathBuf> = mounts.iter().map(StallFs::path).collect();
     let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();

@@ -88,17 +88,6 @@ pub struct Stalls {
     pub latency: Duration,
 }
 
-impl Stalls {
-    /// No stalled range; every read answered after `latency`.
-    pub fn latency(latency: Duration) -> Stalls {
-        Stalls {
-            ranges: Vec::new(),
-            delay: Duration::ZERO,
-            latency,
-        }
-    }
-}
-
 /// What the server saw.
 #[derive(Debug, Default)]
 pub struct Seen {
