@@ -217,3 +217,76 @@ fn four_devices_with_a_fixed_latency_are_each_brought_up_whole() {
         }
     }
 }
+
+/// The latency-bound measurement of issue 16, item 3, as a benchmark rather than a test: it
+/// needs root and FUSE, prints its figures and asserts only the accounting. Four FUSE devices
+/// answer every read after a fixed latency; each round brings one up alone and then all four
+/// at once (alternating, medians of the rounds). Run it with
+/// `cargo test --release -p rbio-cli --test several_devices -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: run with --ignored --nocapture (root, FUSE)"]
+fn bench_latency_bound_devices_one_against_four() {
+    if !privileged("bench_latency_bound_devices_one_against_four") {
+        return;
+    }
+    const ENTRIES: u64 = 2000;
+    const ROUNDS: usize = 5;
+    let latency = Duration::from_millis(2);
+    let dir = tempfile::tempdir().unwrap();
+    let image = prepared(dir.path(), "slow.img", ENTRIES, "");
+    let stalls = Stalls {
+        ranges: Vec::new(),
+        delay: Duration::ZERO,
+        latency,
+    };
+    let mounts: Vec<StallFs> = (0..4)
+        .map(|_| StallFs::mount(&image, stalls.clone()))
+        .collect();
+    let paths: Vec<PathBuf> = mounts.iter().map(StallFs::path).collect();
+    let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    println!(
+        "{ENTRIES} entries per device, every read answered after {latency:?}, window 16; \
+         wall time of rbio bringup, median of {ROUNDS} alternating rounds"
+    );
+    println!("engine   1 device s   4 devices s   one by one s   4 / 1");
+    for engine in ["serial", "posix", "uring"] {
+        let args = ["--engine", engine, "--window", "16", "--workers", "16"];
+        let (mut one, mut four) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            one.push(timed_bringup(&paths[..1], &args, ENTRIES));
+            four.push(timed_bringup(&paths, &args, ENTRIES));
+        }
+        let (one, four) = (median(&mut one), median(&mut four));
+        println!(
+            "{engine:<8} {one:>10.3} {four:>13.3} {:>14.3} {:>7.2}",
+            one * 4.0,
+            four / one
+        );
+    }
+}
+
+/// Seconds `rbio bringup PATHS... ARGS --json` took; every one of the `entries` entries of
+/// each device must have been kept.
+fn timed_bringup(paths: &[&Path], args: &[&str], entries: u64) -> f64 {
+    let started = std::time::Instant::now();
+    let mut all = vec!["--json"];
+    all.extend(args);
+    let output = bringup(paths, &all);
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let value: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let kept: u64 = match value["devices"].as_array() {
+        Some(reports) => reports
+            .iter()
+            .map(|r| r["index_len"].as_u64().unwrap())
+            .sum(),
+        None => value["index_len"].as_u64().unwrap(),
+    };
+    assert_eq!(kept, entries * paths.len() as u64);
+    secs
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
