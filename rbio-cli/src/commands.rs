@@ -3,20 +3,20 @@
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 
 use rbio_core::{Device, OpError};
 use rbio_recovery::{
     open_device, prepare, CheckpointDamage, Damage, DamagePlan, ExpectedState, Inspection,
-    MirrorStatus, MirrorVerdict, PrepareSpec, Recovered, Report, SlotPlacement, WriteError,
+    MirrorStatus, MirrorVerdict, PrepareSpec, Report, SlotPlacement, WriteError,
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
 use crate::exit::{self, Exit, Failure, UsageError};
-use crate::progress::{device_label, Bar, Bars};
+use crate::progress::Bar;
 use crate::render;
+use crate::several;
 use rbio_engines::{tiny_pool, EngineConfig};
 
 /// `rbio bringup`: brings the device (or every device, at once) up and prints the report (or
@@ -24,7 +24,11 @@ use rbio_engines::{tiny_pool, EngineConfig};
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
     match &args.device[..] {
         [device] => bringup_one(args, device),
-        devices => Ok(bringup_several(args, devices)),
+        _ if args.path_check.device_path.is_some() => Err(UsageError::new(
+            "--device-path names one device's recorded path: give it with one device only",
+        )
+        .into()),
+        devices => Ok(several::bringup_several(args, devices)),
     }
 }
 
@@ -43,110 +47,6 @@ fn bringup_one(args: &BringupArgs, device: &Path) -> Result<Exit, Failure> {
     Ok(exit_of(&recovered.report))
 }
 
-/// Several devices at once: a report or an error each, in the order given, then the total
-/// time; the exit is the most severe of the devices'. A device's error is also one line on
-/// stderr, naming it.
-fn bringup_several(args: &BringupArgs, devices: &[PathBuf]) -> Exit {
-    let started = Instant::now();
-    let labels: Vec<String> = devices.iter().map(|d| device_label(d, 20)).collect();
-    let bars = Bars::new(&labels);
-    let results = args
-        .settings()
-        .bringup_many(devices, &mut |device_index, progress| {
-            bars.bringup(device_index, progress)
-        });
-    bars.finish();
-    let total = started.elapsed();
-    let outcomes: Vec<DeviceOutcome<'_>> = devices
-        .iter()
-        .zip(&results)
-        .map(|(path, result)| DeviceOutcome::of(path, result))
-        .collect();
-    for outcome in &outcomes {
-        match &outcome.result {
-            Ok(recovered) if recovered.report.settings.direct_refused => {
-                note_direct_refused_at(outcome.path)
-            }
-            Ok(_) => {}
-            Err(line) => eprintln!("rbio: error: {}", naming(outcome.path, line)),
-        }
-    }
-    if args.json {
-        let devices: Vec<serde_json::Value> = outcomes.iter().map(DeviceOutcome::to_json).collect();
-        let value = serde_json::json!({"devices": devices, "total_s": total.as_secs_f64()});
-        println!("{value}");
-    } else {
-        for outcome in &outcomes {
-            println!("== {} ==", outcome.path.display());
-            match &outcome.result {
-                Ok(recovered) => print!("{}", render::bringup_text(recovered, args.entries)),
-                Err(line) => println!("error: {line}"),
-            }
-            println!();
-        }
-        println!(
-            "{} devices brought up at once in {:.3} s",
-            outcomes.len(),
-            total.as_secs_f64()
-        );
-    }
-    Exit::most_severe(outcomes.iter().map(|outcome| outcome.exit))
-}
-
-/// `line`, led by `path` unless it names it already.
-fn naming(path: &Path, line: &str) -> String {
-    let path = path.display().to_string();
-    if line.contains(&path) {
-        line.to_owned()
-    } else {
-        format!("{path}: {line}")
-    }
-}
-
-/// What became of one of several devices.
-struct DeviceOutcome<'a> {
-    path: &'a Path,
-    /// What was recovered, or the error in one line.
-    result: Result<&'a Recovered, String>,
-    exit: Exit,
-}
-
-impl<'a> DeviceOutcome<'a> {
-    fn of(path: &'a Path, result: &'a Result<Recovered, Failure>) -> DeviceOutcome<'a> {
-        match result {
-            Ok(recovered) => DeviceOutcome {
-                path,
-                result: Ok(recovered),
-                exit: exit_of(&recovered.report),
-            },
-            Err(error) => DeviceOutcome {
-                path,
-                result: Err(exit::chain(&**error)),
-                exit: Exit::DeviceError,
-            },
-        }
-    }
-
-    /// The device's report with its `exit` added, or `{"device", "error", "exit"}`.
-    fn to_json(&self) -> serde_json::Value {
-        let exit = self.exit.number();
-        match &self.result {
-            Ok(recovered) => {
-                let mut value = recovered.to_json();
-                if let serde_json::Value::Object(object) = &mut value {
-                    object.insert("exit".into(), exit.into());
-                }
-                value
-            }
-            Err(line) => serde_json::json!({
-                "device": self.path.display().to_string(),
-                "error": line,
-                "exit": exit,
-            }),
-        }
-    }
-}
-
 /// One line on stderr when O_DIRECT was refused, once the command is past its setup (a
 /// command that fails there says one thing: why).
 fn note_direct_refused(device: &Device) {
@@ -155,7 +55,8 @@ fn note_direct_refused(device: &Device) {
     }
 }
 
-fn note_direct_refused_at(path: &Path) {
+/// The note of [`note_direct_refused`] for the device at `path`.
+pub fn note_direct_refused_at(path: &Path) {
     eprintln!(
         "rbio: note: {}: O_DIRECT refused by the file system: reading through the page cache",
         path.display()

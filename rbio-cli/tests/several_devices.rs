@@ -158,6 +158,17 @@ fn text_output_has_a_block_per_device_and_each_error_on_stderr() {
 }
 
 #[test]
+fn one_recorded_path_cannot_name_several_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = prepared(dir.path(), "good.img", 10, "");
+    let output = bringup(&[&good, &good], &["--device-path", "/dev/nvme0n1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--device-path"), "{stderr}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
 fn one_device_prints_its_report_as_before() {
     let dir = tempfile::tempdir().unwrap();
     let good = prepared(dir.path(), "good.img", 15, "");
