@@ -16,6 +16,9 @@ use rbio_engines::{
 /// size computed from it overflows.
 pub const ENTRIES_MAX: u64 = 100_000_000;
 
+/// The most devices one `rbio bringup` takes: each gets a thread and an engine.
+pub const DEVICES_MAX: usize = 64;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -25,7 +28,8 @@ Exit codes:
      (a newer checkpoint may have been in that mirror)
   4  bringup ignored the checkpoint as a whole (the index starts empty; the report says why;
      inspect: bringup would ignore the chosen checkpoint)
-  5  bench: a row's speed-up over serial fell below the --baseline by more than --margin";
+  5  bench: a row's speed-up over serial fell below the --baseline by more than --margin
+Bringup of several devices exits with the most severe of theirs: 2, then 4, then 3, then 0.";
 
 /// Fast, safe bringup of LMCache raw_block cache devices over pluggable I/O engines.
 #[derive(Debug, Parser)]
@@ -304,8 +308,10 @@ pub enum CheckpointDamageArg {
 /// `rbio bringup`.
 #[derive(Clone, Debug, Args)]
 pub struct BringupArgs {
-    /// The device or image to bring up.
-    pub device: PathBuf,
+    /// The devices or images to bring up, all at once (one engine each), with the same
+    /// layout and engine options; one report each, in this order.
+    #[arg(value_name = "DEVICE", required = true, num_args = 1..=DEVICES_MAX)]
+    pub device: Vec<PathBuf>,
     #[command(flatten)]
     pub path_check: DevicePathArgs,
     /// Skip slot-header validation (LMCache's meta_verify_on_load = false).

@@ -16,11 +16,25 @@ use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
 use crate::exit::{self, Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
+use crate::several;
 use rbio_engines::{tiny_pool, EngineConfig};
 
-/// `rbio bringup`: brings the device up and prints the report.
+/// `rbio bringup`: brings the device (or every device, at once) up and prints the report (or
+/// one per device).
 pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
-    let ready = args.settings().prepare(&args.device)?;
+    match &args.device[..] {
+        [device] => bringup_one(args, device),
+        _ if args.path_check.device_path.is_some() => Err(UsageError::new(
+            "--device-path names one device's recorded path: give it with one device only",
+        )
+        .into()),
+        devices => Ok(several::bringup_several(args, devices)),
+    }
+}
+
+/// One device: its report, or its error as the command's.
+fn bringup_one(args: &BringupArgs, device: &Path) -> Result<Exit, Failure> {
+    let ready = args.settings().prepare(device)?;
     note_direct_refused(ready.device());
     for warning in ready.engine_warnings() {
         eprintln!("rbio: warning: {warning}");
@@ -40,11 +54,16 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
 /// command that fails there says one thing: why).
 fn note_direct_refused(device: &Device) {
     if device.direct_refused() {
-        eprintln!(
-            "rbio: note: {}: O_DIRECT refused by the file system: reading through the page cache",
-            device.path().display()
-        );
+        note_direct_refused_at(device.path());
     }
+}
+
+/// The note of [`note_direct_refused`] for the device at `path`.
+pub fn note_direct_refused_at(path: &Path) {
+    eprintln!(
+        "rbio: note: {}: O_DIRECT refused by the file system: reading through the page cache",
+        path.display()
+    );
 }
 
 /// The exit status a bringup report calls for: 4 when the checkpoint was ignored as a whole,

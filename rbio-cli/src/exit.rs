@@ -31,13 +31,40 @@ pub const EXIT_FAILURE: u8 = 2;
 impl Exit {
     /// The process exit code.
     pub fn code(self) -> ExitCode {
-        ExitCode::from(match self {
+        ExitCode::from(self.number())
+    }
+
+    /// The exit code as a number (as the JSON of several devices gives it).
+    pub fn number(self) -> u8 {
+        match self {
             Exit::Success => 0,
             Exit::DeviceError => EXIT_FAILURE,
             Exit::Unreadable => 3,
             Exit::CheckpointIgnored => 4,
             Exit::Regression => 5,
-        })
+        }
+    }
+
+    /// How bad the outcome is, for [`Exit::most_severe`]: nothing recovered (2) is worse than
+    /// a whole checkpoint ignored, an empty index (4), which is worse than a partly unreadable
+    /// device whose index was recovered (3), which is worse than success (0).
+    fn severity(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Unreadable => 1,
+            Exit::CheckpointIgnored => 2,
+            Exit::Regression => 3,
+            Exit::DeviceError => 4,
+        }
+    }
+
+    /// The most severe of `exits` (success when there are none): the exit of a command that
+    /// brought several devices up.
+    pub fn most_severe(exits: impl IntoIterator<Item = Exit>) -> Exit {
+        exits
+            .into_iter()
+            .max_by_key(|exit| exit.severity())
+            .unwrap_or(Exit::Success)
     }
 }
 
@@ -90,6 +117,31 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             Some(&self.0)
         }
+    }
+
+    #[test]
+    fn the_most_severe_exit_wins_whatever_the_order() {
+        use Exit::*;
+        assert_eq!(Exit::most_severe([]), Success);
+        assert_eq!(Exit::most_severe([Success, Success]), Success);
+        assert_eq!(Exit::most_severe([Success, Unreadable]), Unreadable);
+        assert_eq!(
+            Exit::most_severe([Unreadable, CheckpointIgnored]),
+            CheckpointIgnored
+        );
+        assert_eq!(
+            Exit::most_severe([CheckpointIgnored, Unreadable]),
+            CheckpointIgnored
+        );
+        assert_eq!(
+            Exit::most_severe([DeviceError, CheckpointIgnored, Unreadable, Success]),
+            DeviceError
+        );
+        assert_eq!(
+            Exit::most_severe([Success, Unreadable, CheckpointIgnored, DeviceError]),
+            DeviceError
+        );
+        assert_eq!(Exit::most_severe([DeviceError]).number(), 2);
     }
 
     #[test]

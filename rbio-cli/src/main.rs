@@ -13,6 +13,7 @@ mod demo;
 mod exit;
 mod progress;
 mod render;
+mod several;
 mod system;
 
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use rbio_recovery::{Phase, Progress};
 
 /// A progress bar that is a no-op when stderr is not a terminal.
@@ -54,14 +54,24 @@ fn time_left_text(estimated: bool, per_sec: f64, pos: u64, len: Option<u64>) -> 
 impl Bar {
     /// A bar labelled `label`, drawn on stderr if it is a terminal.
     pub fn new(label: &str) -> Bar {
-        let estimated = Arc::new(AtomicBool::new(false));
         if !std::io::stderr().is_terminal() {
-            return Bar {
-                bar: None,
-                estimated,
-            };
+            return Bar::hidden();
         }
         let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        Bar::drawn(label, bar)
+    }
+
+    /// A bar that draws nothing.
+    fn hidden() -> Bar {
+        Bar {
+            bar: None,
+            estimated: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// `bar`, styled and labelled `label`.
+    fn drawn(label: &str, bar: ProgressBar) -> Bar {
+        let estimated = Arc::new(AtomicBool::new(false));
         let (mark, left) = (estimated.clone(), estimated.clone());
         let style = ProgressStyle::with_template(
             "{prefix:>10} [{bar:40}] {human_pos}/{mark}{human_len} ({rate}{left}) {msg}",
@@ -128,6 +138,51 @@ impl Bar {
     }
 }
 
+/// One bar per device, drawn together on stderr if it is a terminal.
+pub struct Bars {
+    bars: Vec<Bar>,
+}
+
+impl Bars {
+    /// A bar for each of `labels`, in that order.
+    pub fn new(labels: &[String]) -> Bars {
+        if !std::io::stderr().is_terminal() {
+            return Bars {
+                bars: labels.iter().map(|_| Bar::hidden()).collect(),
+            };
+        }
+        let group = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let bars = labels
+            .iter()
+            .map(|label| Bar::drawn(label, group.add(ProgressBar::new(0))))
+            .collect();
+        Bars { bars }
+    }
+
+    /// Shows device `device_index`'s bringup progress on its bar.
+    pub fn bringup(&self, device_index: usize, progress: Progress) {
+        if let Some(bar) = self.bars.get(device_index) {
+            bar.bringup(progress);
+        }
+    }
+
+    /// Removes every bar from the terminal.
+    pub fn finish(&self) {
+        self.bars.iter().for_each(Bar::finish);
+    }
+}
+
+/// A device's label on its bar: the last `width` characters of its path, so the names of
+/// several devices stay apart.
+pub fn device_label(path: &std::path::Path, width: usize) -> String {
+    let text = path.display().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    match chars.len().checked_sub(width) {
+        Some(cut) if cut > 0 => format!("…{}", chars[cut + 1..].iter().collect::<String>()),
+        _ => text,
+    }
+}
+
 impl Drop for Bar {
     fn drop(&mut self) {
         self.finish();
@@ -137,6 +192,14 @@ impl Drop for Bar {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_labels_keep_the_end_of_the_path() {
+        let path = std::path::Path::new("/dev/disk/by-id/nvme-drive-0");
+        assert_eq!(device_label(path, 40), "/dev/disk/by-id/nvme-drive-0");
+        assert_eq!(device_label(path, 10), "…e-drive-0");
+        assert_eq!(device_label(path, 10).chars().count(), 10);
+    }
 
     #[test]
     fn rates_are_whole_numbers() {

@@ -155,6 +155,7 @@ fn posix_bringup_of_a_stalled_device_accounts_for_every_entry() {
             .map(|&i| offsets[i]..offsets[i] + 1)
             .collect(),
         delay: STUCK,
+        latency: Duration::ZERO,
     };
     let fs = StallFs::mount(&image, stalls);
     let posix = ["--engine", "posix", "--workers", "8", "--window", "8"];
@@ -199,6 +200,7 @@ fn posix_bringup_goes_on_when_late_answers_return_the_buffers() {
             .map(|&i| offsets[i]..offsets[i] + 1)
             .collect(),
         delay: Duration::from_millis(400),
+        latency: Duration::ZERO,
     };
     let fs = StallFs::mount(&image, stalls);
     // The operation timeout is shorter than the delay, the stall timeout (twice it, counted
@@ -244,6 +246,7 @@ fn uring_bringup_of_a_stalled_device_accounts_for_every_entry() {
             .map(|&i| offsets[i]..offsets[i] + 1)
             .collect(),
         delay: STUCK,
+        latency: Duration::ZERO,
     };
     let fs = StallFs::mount(&image, stalls);
     let args = [
@@ -280,6 +283,7 @@ fn the_issues_run_with_default_timeouts() {
             .map(|&i| offsets[i]..offsets[i] + 1)
             .collect(),
         delay: Duration::from_secs(45),
+        latency: Duration::ZERO,
     };
     let fs = StallFs::mount(&image, stalls);
     let args = ["--engine", "posix", "--workers", "8", "--window", "8"];

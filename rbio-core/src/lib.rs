@@ -38,6 +38,7 @@ mod device;
 mod driver;
 mod engine;
 mod error;
+mod fan_out;
 mod fault;
 mod op;
 #[cfg(feature = "testing")]
@@ -56,6 +57,7 @@ pub use driver::{
 };
 pub use engine::{Capabilities, Engine, Wait};
 pub use error::{Errno, ErrorClass, IoError, NvmeStatus, OpenError};
+pub use fan_out::{fan_out, FanOutError, FAN_OUT_JOBS_MAX, PROGRESS_QUEUED_MAX};
 pub use fault::{Fault, FaultCounts, FaultPlan, FaultTarget, FaultyEngine};
 pub use op::{Op, OpInfo, OpKind};
 pub use ready::{poll_readable, Alarm, Readiness, ReadinessSet};

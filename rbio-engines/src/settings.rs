@@ -2,11 +2,11 @@
 //! with the command's defaults, and the calls that run them. The command fills it from its
 //! arguments and the Python package from keywords, so both run the same bringup.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rbio_core::{BufferPool, Device, Engine, PAGE_BYTES};
+use rbio_core::{fan_out, BufferPool, Device, Engine, PAGE_BYTES};
 use rbio_recovery::{
     inspect, read_layout, Bringup, BringupOptions, DevicePathPolicy, InspectOptions, Inspection,
     KeyNamespace, Layout, LayoutSource, Progress, Recovered,
@@ -248,6 +248,33 @@ impl BringupSettings {
         self.prepare(path)?.run(&mut |_| {})
     }
 
+    /// Brings every device in `paths` up at once, as `rbio bringup DEV DEV...` does: one
+    /// thread and one engine per device, each as [`BringupSettings::prepare`] then
+    /// [`ReadyBringup::run`]. `progress` gets each device's progress with its index in
+    /// `paths`, on the caller's thread. The results are in the order of `paths`; a device
+    /// that fails has its error in its place and does not stop the others. Reads only.
+    ///
+    /// # Panics
+    /// With more than [`rbio_core::FAN_OUT_JOBS_MAX`] paths.
+    pub fn bringup_many(
+        &self,
+        paths: &[PathBuf],
+        progress: &mut dyn FnMut(usize, Progress),
+    ) -> Vec<Result<Recovered, Failure>> {
+        fan_out(
+            paths,
+            |path, progress| self.prepare(path)?.run(progress),
+            progress,
+        )
+        .into_iter()
+        .map(|result| {
+            result
+                .map_err(Failure::from)
+                .and_then(|recovered| recovered)
+        })
+        .collect()
+    }
+
     /// Reads both checkpoint mirrors of the device at `path`, as `rbio inspect` does, and
     /// returns the inspection with the device as opened.
     ///
@@ -327,6 +354,61 @@ mod tests {
             .unwrap_err();
         let line = crate::error_line(&*error);
         assert!(line.contains("/nonexistent/rbio-device"), "{line}");
+    }
+
+    #[test]
+    fn several_devices_come_back_in_order_each_with_its_own_outcome() {
+        let (image, layout) = prepared_image(40);
+        let paths = [
+            image.path().to_path_buf(),
+            PathBuf::from("/nonexistent/rbio-device"),
+            image.path().to_path_buf(),
+        ];
+        let settings = BringupSettings {
+            engine: Some(EngineKind::Posix),
+            layout: LayoutFlags {
+                slot_bytes: Some(layout.slot_bytes),
+                meta_total_bytes: Some(layout.meta_total_bytes),
+                ..LayoutFlags::default()
+            },
+            ignore_device_path: true,
+            ..BringupSettings::default()
+        };
+        let mut validated = [0u64; 3];
+        let results = settings.bringup_many(&paths, &mut |device_index, progress| {
+            if progress.phase == rbio_recovery::Phase::Validate {
+                validated[device_index] = validated[device_index].max(progress.done);
+            }
+        });
+        assert_eq!(results.len(), 3);
+        for device_index in [0, 2] {
+            let recovered = results[device_index].as_ref().unwrap();
+            assert_eq!(recovered.index.len(), 40, "device {device_index}");
+        }
+        let line = crate::error_line(&**results[1].as_ref().unwrap_err());
+        assert!(line.contains("/nonexistent/rbio-device"), "{line}");
+        assert_eq!(validated[1], 0, "the missing device validated nothing");
+    }
+
+    /// An image with `entries` entries in 64 KiB slots, and its layout.
+    fn prepared_image(entries: u64) -> (tempfile::NamedTempFile, Layout) {
+        let layout = Layout {
+            slot_bytes: 64 << 10,
+            meta_total_bytes: 1 << 20,
+            ..Layout::default()
+        };
+        let spec = rbio_recovery::PrepareSpec::new(layout.clone(), entries);
+        let image = tempfile::NamedTempFile::new().unwrap();
+        image
+            .as_file()
+            .set_len(spec.required_device_bytes())
+            .unwrap();
+        let device = Arc::new(Device::options().write(true).open(image.path()).unwrap());
+        let mut engine = crate::EngineConfig::serial()
+            .build(&device, &tiny_pool().unwrap())
+            .unwrap();
+        rbio_recovery::prepare(&device, &mut *engine, &spec, &mut |_, _| {}).unwrap();
+        (image, layout)
     }
 
     #[test]

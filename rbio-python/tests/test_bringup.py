@@ -138,3 +138,22 @@ def test_inspect_equals_the_commands_json(fixture_image, rbio_cli):
     assert run.returncode == 0, run.stderr
     assert json.loads(inspection.to_json()) == json.loads(run.stdout)
     assert inspection.to_dict()["mirrors"][1]["seq"] == 2
+
+
+def test_bringup_many_gives_each_device_its_report_or_its_error_in_order(tmp_path, rbio_cli):
+    from conftest import unpack, FIXTURE_LAYOUT
+    image, manifest = unpack("c1000", tmp_path)
+    layout = dict(FIXTURE_LAYOUT, slot_bytes=manifest["config"]["slot_bytes"])
+    missing = tmp_path / "missing.img"
+    results = rbio.bringup_many([str(image), str(missing), image], ignore_device_path=True, **layout)
+    assert len(results) == 3
+    for report in (results[0], results[2]):
+        assert isinstance(report, rbio.Report)
+        assert len(report.index) == manifest["expected_entries_after_recovery"]
+    assert isinstance(results[1], rbio.RbioError)
+    run = subprocess.run([rbio_cli, "bringup", str(missing)], capture_output=True, text=True)
+    assert run.stderr.strip() == f"rbio: error: {results[1]}"
+    alone = rbio.bringup(str(image), ignore_device_path=True, **layout)
+    assert without_timings(json.loads(results[0].to_json())) == without_timings(json.loads(alone.to_json()))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_verify'"):
+        rbio.bringup_many([str(image)], no_verify=True)

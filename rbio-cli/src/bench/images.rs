@@ -32,9 +32,18 @@ pub struct Image {
 
 /// The image with `entries` entries in `dir`, prepared unless a matching one is there.
 pub fn ensure(dir: &Path, entries: u64) -> Result<Image, Failure> {
+    ensure_copy(dir, entries, 0)
+}
+
+/// Copy `copy_index` of the image with `entries` entries (copy 0 is [`ensure`]'s): the same
+/// content in a file of its own, for bringing several devices up at once.
+pub fn ensure_copy(dir: &Path, entries: u64, copy_index: usize) -> Result<Image, Failure> {
     std::fs::create_dir_all(dir)
         .map_err(|error| format!("{}: cannot create: {error}", dir.display()))?;
-    let path = dir.join(format!("bringup-{entries}.img"));
+    let path = match copy_index {
+        0 => dir.join(format!("bringup-{entries}.img")),
+        _ => dir.join(format!("bringup-{entries}-copy{copy_index}.img")),
+    };
     let stamp_path = path.with_extension("json");
     let layout = layout_for(entries)?;
     let spec = PrepareSpec::new(layout.clone(), entries);

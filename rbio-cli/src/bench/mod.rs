@@ -4,8 +4,10 @@
 //! Each run is a child `rbio bringup --json` (fresh memory, its own peak), preceded by a drop
 //! of the page cache when permitted (a refusal is said on stderr and above the table).
 //! Configurations are interleaved within each repetition, so a noisy
-//! moment hurts one sample of each rather than every sample of one.
+//! moment hurts one sample of each rather than every sample of one. A second table brings 1,
+//! 2 and 4 copies of each image up at once, against the same copies one by one.
 
+mod devices;
 mod fio;
 mod images;
 mod plot;
@@ -50,6 +52,8 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
     let mut cache = CacheDropper::new("rbio bench");
     cache.drop_now();
     let mut rows = Vec::new();
+    let mut device_rows = Vec::new();
+    let device_configs = devices::configurations(args.quick);
     for &entries in &entry_counts {
         rows.extend(measure(
             &dir,
@@ -58,6 +62,14 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
             repeat,
             direct,
             fio.as_ref().ok(),
+            &mut cache,
+        )?);
+        device_rows.extend(devices::measure(
+            &dir,
+            entries,
+            &device_configs,
+            repeat,
+            direct,
             &mut cache,
         )?);
     }
@@ -72,7 +84,8 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
         fio: fio.map(|fio| fio.version),
     };
     print!("{}", results::table(&context, &rows));
-    write_outputs(args, &context, &rows)?;
+    print!("{}", devices::table(&device_rows));
+    write_outputs(args, &context, &rows, &device_rows)?;
     compare_with_baseline(args, &rows)
 }
 
@@ -203,9 +216,18 @@ fn check_agreement(
     Ok(())
 }
 
-fn write_outputs(args: &BenchArgs, context: &Context, rows: &[Row]) -> Result<(), Failure> {
+fn write_outputs(
+    args: &BenchArgs,
+    context: &Context,
+    rows: &[Row],
+    device_rows: &[devices::DevicesRow],
+) -> Result<(), Failure> {
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&results::to_json(context, rows))?;
+        let mut value = results::to_json(context, rows);
+        if let serde_json::Value::Object(object) = &mut value {
+            object.insert("device_rows".into(), devices::to_json(device_rows));
+        }
+        let text = serde_json::to_string_pretty(&value)?;
         std::fs::write(path, text + "\n")
             .map_err(|error| format!("{}: cannot write: {error}", path.display()))?;
         eprintln!("rbio bench: results written to {}", path.display());

@@ -2,6 +2,7 @@
 //! fresh memory and its peak resident size is its own.
 
 use std::process::Command;
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -26,13 +27,47 @@ pub struct Sample {
 
 /// Brings `image` up with `config` in a child process and returns what it measured.
 pub fn run(image: &Image, config: &EngineConfig, direct: bool) -> Result<Sample, Failure> {
+    let report = run_json(std::slice::from_ref(image), config, direct)?;
+    Ok(sample_of(&report))
+}
+
+/// What one bringup of several devices at once measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevicesSample {
+    /// Seconds the whole command took, from start to exit.
+    pub wall_secs: f64,
+    /// Entries kept on all devices together.
+    pub kept: u64,
+}
+
+/// Brings every image up at once (one device alone too) with `config` in one child process,
+/// timed from its start to its exit, so one device and several are measured alike.
+pub fn run_devices(
+    images: &[Image],
+    config: &EngineConfig,
+    direct: bool,
+) -> Result<DevicesSample, Failure> {
+    let started = Instant::now();
+    let value = run_json(images, config, direct)?;
+    let wall_secs = started.elapsed().as_secs_f64();
+    let kept = |report: &Value| report["counts"]["kept"].as_u64().unwrap_or(0);
+    let kept = match value["devices"].as_array() {
+        Some(reports) => reports.iter().map(kept).sum(),
+        None => kept(&value),
+    };
+    Ok(DevicesSample { wall_secs, kept })
+}
+
+/// Runs `rbio bringup IMAGES... --json` with `config` and returns its JSON (all images share
+/// the first one's layout).
+fn run_json(images: &[Image], config: &EngineConfig, direct: bool) -> Result<Value, Failure> {
     let exe = std::env::current_exe()
         .map_err(|error| format!("cannot find the rbio executable: {error}"))?;
-    let layout = &image.layout;
+    let layout = &images[0].layout;
     let mut command = Command::new(exe);
     command
         .arg("bringup")
-        .arg(&image.path)
+        .args(images.iter().map(|image| &image.path))
         .arg("--json")
         .arg("--ignore-device-path")
         .args(["--engine", config.kind.name()])
@@ -64,9 +99,8 @@ pub fn run(image: &Image, config: &EngineConfig, direct: bool) -> Result<Sample,
         )
         .into());
     }
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .map_err(|error| format!("rbio bringup printed no JSON report: {error}"))?;
-    Ok(sample_of(&report))
+    serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("rbio bringup printed no JSON report: {error}").into())
 }
 
 fn sample_of(report: &Value) -> Sample {

@@ -1,6 +1,6 @@
 //! A stalled device for tests: a small FUSE file system, served by this process, holding one
 //! file whose chosen byte ranges answer reads only after a delay, like a disk stuck on some
-//! sectors. It speaks the kernel's FUSE protocol itself over `/dev/fuse` and is mounted with
+//! sectors, and whose every read can wait a fixed latency, like a slow remote disk. It speaks the kernel's FUSE protocol itself over `/dev/fuse` and is mounted with
 //! mount(8), the device fd passed as the helper's standard input, so it needs root (as CI
 //! runs) but no FUSE library, no helper package and no `unsafe`.
 //!
@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,9 @@ pub struct Stalls {
     pub ranges: Vec<Range<u64>>,
     /// How long it waits before it is answered (unless the file system is dropped first).
     pub delay: Duration,
+    /// How long every other read waits before it is answered: the device's latency. Reads
+    /// wait side by side, so a reader with more reads in flight gets more done.
+    pub latency: Duration,
 }
 
 /// What the server saw.
@@ -71,6 +74,8 @@ pub struct StallFs {
     gate: Arc<(Mutex<bool>, Condvar)>,
     seen: Arc<Seen>,
     server: Option<JoinHandle<()>>,
+    /// Answers the reads held for the latency, in the order they came.
+    delayer: Option<JoinHandle<()>>,
 }
 
 impl StallFs {
@@ -112,7 +117,13 @@ impl StallFs {
         );
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         let seen = Arc::new(Seen::default());
+        let (delayed, delayed_receiver) = mpsc::channel();
+        let delayer = {
+            let gate = gate.clone();
+            std::thread::spawn(move || answer_when_due(&gate, delayed_receiver))
+        };
         let server = Server {
+            delayed,
             device: Arc::new(device),
             backing: Arc::new(backing),
             size_bytes,
@@ -126,6 +137,7 @@ impl StallFs {
             gate,
             seen,
             server: Some(server),
+            delayer: Some(delayer),
         }
     }
 
@@ -154,11 +166,18 @@ impl Drop for StallFs {
         if let Some(server) = self.server.take() {
             let _ = server.join();
         }
+        // The server's end of the queue went with it: the delayer answers what is left, at
+        // once (the gate is open), and ends.
+        if let Some(delayer) = self.delayer.take() {
+            let _ = delayer.join();
+        }
     }
 }
 
 /// The server thread's state.
 struct Server {
+    /// Reads held for the latency, with when each is due.
+    delayed: mpsc::Sender<(Instant, Reply, u64, usize)>,
     device: Arc<File>,
     backing: Arc<File>,
     size_bytes: u64,
@@ -309,7 +328,13 @@ impl Server {
         };
         if !stalled {
             self.seen.reads.fetch_add(1, Ordering::Relaxed);
-            reply.send_read(offset_bytes, len_bytes);
+            if self.stalls.latency.is_zero() {
+                reply.send_read(offset_bytes, len_bytes);
+            } else {
+                let due = Instant::now() + self.stalls.latency;
+                // The delayer ends only after the server: the queue is open.
+                let _ = self.delayed.send((due, reply, offset_bytes, len_bytes));
+            }
             return;
         }
         self.seen.stalled_reads.fetch_add(1, Ordering::Relaxed);
@@ -329,6 +354,25 @@ impl Server {
 
     fn reply(&self, unique: u64, error: i32, payload: &[u8]) {
         send(&self.device, unique, error, payload);
+    }
+}
+
+/// Answers each queued read once it is due (or at once when the gate opens), in queue order:
+/// the latency is the same for every read, so the order of arrival is the order of due times.
+fn answer_when_due(
+    gate: &(Mutex<bool>, Condvar),
+    queue: mpsc::Receiver<(Instant, Reply, u64, usize)>,
+) {
+    for (due, reply, offset_bytes, len_bytes) in queue {
+        let (open, opened) = gate;
+        let mut open = open.lock().unwrap();
+        // The wait is the simulated device's latency; the gate ends it early.
+        while !*open && Instant::now() < due {
+            let left = due.saturating_duration_since(Instant::now());
+            open = opened.wait_timeout(open, left).unwrap().0;
+        }
+        drop(open);
+        reply.send_read(offset_bytes, len_bytes);
     }
 }
 

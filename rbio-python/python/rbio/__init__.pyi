@@ -5,5 +5,6 @@ from ._rbio import (
     Report as Report,
     __version__ as __version__,
     bringup as bringup,
+    bringup_many as bringup_many,
     inspect as inspect,
 )

@@ -69,6 +69,32 @@ def bringup(
 ) -> Report:
     """Brings a raw_block device up as `rbio bringup` does, with the GIL released."""
 
+def bringup_many(
+    paths: Sequence[_Path],
+    *,
+    block_align: int = 4096,
+    header_bytes: int = 4096,
+    slot_bytes: int = 1 << 20,
+    meta_total_bytes: int = 256 << 20,
+    capacity_bytes: int = 0,
+    meta_magic: Union[str, bytes] = "LMCIDX01",
+    meta_version: int = 1,
+    namespace: str = "object",
+    engine: Optional[str] = None,
+    workers: Optional[int] = None,
+    window: int = 256,
+    sqes_per_enter: Optional[int] = None,
+    fixed_buffers: bool = True,
+    direct: bool = False,
+    ignore_device_path: bool = False,
+    device_path: Optional[str] = None,
+    verify: bool = True,
+    drop_unreadable: bool = False,
+    entries: bool = False,
+) -> list[Union[Report, RbioError]]:
+    """Brings several devices up at once as `rbio bringup DEV DEV...` does, with the GIL
+    released: a Report, or the RbioError (returned, not raised), per path, in order."""
+
 def inspect(
     path: _Path,
     *,

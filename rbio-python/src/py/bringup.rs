@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use rbio_core::FAN_OUT_JOBS_MAX;
 use rbio_engines::{EngineKind, WINDOW_MAX, WORKERS_MAX};
 use rbio_recovery::KeyNamespace;
 
@@ -130,6 +131,34 @@ pub fn bringup(
         .detach(|| settings.bringup(&path))
         .map_err(|failure| rbio_error(&failure))?;
     Ok(Report::new(recovered))
+}
+
+/// Brings several raw_block devices up at once, as `rbio bringup DEV DEV...` does, with the
+/// GIL released: one engine and one thread each. Returns a list in the order of `paths`: a
+/// `Report` for each device brought up, an `RbioError` (returned, not raised) for each that
+/// failed, so one failure does not hide the others.
+#[pyfunction]
+#[pyo3(signature = (paths, **kwargs))]
+pub fn bringup_many(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    kwargs: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Vec<Py<PyAny>>> {
+    let settings = settings_from(kwargs, &[])?;
+    if paths.len() > FAN_OUT_JOBS_MAX {
+        return Err(value(format!(
+            "at most {FAN_OUT_JOBS_MAX} devices at once, got {}",
+            paths.len()
+        )));
+    }
+    let results = py.detach(|| settings.bringup_many(&paths, &mut |_, _| {}));
+    results
+        .into_iter()
+        .map(|result| match result {
+            Ok(recovered) => Ok(Py::new(py, Report::new(recovered))?.into_any()),
+            Err(failure) => Ok(rbio_error(&failure).into_value(py).into_any()),
+        })
+        .collect()
 }
 
 /// Reads both checkpoint mirrors, as `rbio inspect` does, with the GIL released.

@@ -18,6 +18,7 @@ fn _rbio(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<report::Inspection>()?;
     m.add_class::<device::RawBlockDevice>()?;
     m.add_function(wrap_pyfunction!(bringup::bringup, m)?)?;
+    m.add_function(wrap_pyfunction!(bringup::bringup_many, m)?)?;
     m.add_function(wrap_pyfunction!(bringup::inspect, m)?)?;
     Ok(())
 }
