@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::stallfs::{privileged, StallFs, Stalls};
+use common::stallfs::{StallFs, Stalls};
 use serde_json::Value;
 
 const LAYOUT: [&str; 4] = ["--slot-bytes", "64KiB", "--meta-total-bytes", "4MiB"];
@@ -189,9 +189,7 @@ fn one_device_prints_its_report_as_before() {
 
 #[test]
 fn four_devices_with_a_fixed_latency_are_each_brought_up_whole() {
-    if !privileged("four_devices_with_a_fixed_latency_are_each_brought_up_whole") {
-        return;
-    }
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("a FUSE mount"));
     const ENTRIES: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
     let image = prepared(dir.path(), "slow.img", ENTRIES, "");
@@ -237,9 +235,7 @@ fn four_devices_with_a_fixed_latency_are_each_brought_up_whole() {
 #[test]
 #[ignore = "a benchmark: run with --ignored --nocapture (root, FUSE)"]
 fn bench_latency_bound_devices_one_against_four() {
-    if !privileged("bench_latency_bound_devices_one_against_four") {
-        return;
-    }
+    rbio_core::skip_without!(rbio_core::privilege::Need::Root("a FUSE mount"));
     const ENTRIES: u64 = 2000;
     const ROUNDS: usize = 5;
     let latency = Duration::from_millis(2);
