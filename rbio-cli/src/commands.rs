@@ -13,7 +13,7 @@ use rbio_recovery::{
 };
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
-use crate::exit::{self, Exit, Failure, UsageError};
+use crate::exit::{Exit, Failure, UsageError};
 use crate::progress::Bar;
 use crate::render;
 use crate::several;
@@ -94,7 +94,7 @@ fn inspect_exit(inspection: &Inspection) -> Exit {
     if let Some((mirror_index, error)) = unreadable_mirror(&inspection.mirrors) {
         eprintln!(
             "rbio: error: mirror {mirror_index} could not be read: {}",
-            exit::chain(error)
+            rbio_engines::error_line(error)
         );
         Exit::DeviceError
     } else if inspection.ignored.is_some() {
@@ -264,7 +264,7 @@ fn check_before_writing(spec: &PrepareSpec, size_bytes: u64) -> Result<(), Failu
             source,
         })?;
     spec.check(&geometry)
-        .map_err(|error| UsageError::new(exit::chain(&error)))?;
+        .map_err(|error| UsageError::new(rbio_engines::error_line(&error)))?;
     Ok(())
 }
 

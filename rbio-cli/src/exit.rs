@@ -90,34 +90,14 @@ impl std::error::Error for UsageError {}
 /// Prints `error` as `rbio: error: ...` with each cause not already said, and returns the exit
 /// code for it.
 pub fn report(error: &Failure) -> ExitCode {
-    eprintln!("rbio: error: {}", chain(&**error));
+    eprintln!("rbio: error: {}", rbio_engines::error_line(&**error));
     let usage = error.downcast_ref::<UsageError>().is_some();
     ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
-}
-
-/// The error and its `source()` chain on one line (shared with the Python package).
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    rbio_engines::error_line(error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug)]
-    struct Outer(std::io::Error);
-
-    impl fmt::Display for Outer {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("reading the mirror")
-        }
-    }
-
-    impl std::error::Error for Outer {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
 
     #[test]
     fn the_most_severe_exit_wins_whatever_the_order() {
@@ -142,13 +122,5 @@ mod tests {
             DeviceError
         );
         assert_eq!(Exit::most_severe([DeviceError]).number(), 2);
-    }
-
-    #[test]
-    fn chain_joins_causes_once() {
-        let outer = Outer(std::io::Error::other("disk on fire"));
-        assert_eq!(chain(&outer), "reading the mirror: disk on fire");
-        let said = std::io::Error::other("disk on fire");
-        assert_eq!(chain(&said), "disk on fire");
     }
 }

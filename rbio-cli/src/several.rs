@@ -8,7 +8,7 @@ use rbio_recovery::Recovered;
 
 use crate::args::BringupArgs;
 use crate::commands::{exit_of, note_direct_refused_at};
-use crate::exit::{self, Exit, Failure};
+use crate::exit::{Exit, Failure};
 use crate::progress::{device_label, Bars};
 use crate::render;
 
@@ -90,7 +90,7 @@ impl<'a> DeviceOutcome<'a> {
             },
             Err(error) => DeviceOutcome {
                 path,
-                result: Err(exit::chain(&**error)),
+                result: Err(rbio_engines::error_line(&**error)),
                 exit: Exit::DeviceError,
             },
         }
