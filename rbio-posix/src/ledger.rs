@@ -88,6 +88,8 @@ pub(crate) struct Ledger {
     late_count: AtomicU64,
     /// Operations completed as timed out whose job (and buffer) a worker still has.
     held_count: AtomicUsize,
+    /// A held buffer came back since the last reap (its announcement must not be lost).
+    held_returned: AtomicBool,
 }
 
 /// Locks `mutex`. Every update under these locks is complete before anything that can panic,
@@ -118,6 +120,7 @@ impl Ledger {
             timed_out_count: AtomicU64::new(0),
             late_count: AtomicU64::new(0),
             held_count: AtomicUsize::new(0),
+            held_returned: AtomicBool::new(false),
         }
     }
 
@@ -249,10 +252,13 @@ impl Ledger {
         self.done_count.fetch_sub(reaped_count, Ordering::SeqCst);
         if self.signalled.swap(false, Ordering::SeqCst) {
             self.readiness.clear();
-            // Clear first, then look: a completion pushed meanwhile signals again here or in
-            // its own `push_done`.
-            if self.done_count.load(Ordering::SeqCst) > 0 {
-                self.announce();
+            // Clear first, then look. An announcement made between the swap and the clear
+            // left `signalled` set and its signal cleared, so anything waiting (a completion,
+            // a held buffer back) is signalled again here, whatever `signalled` says.
+            let held_returned = self.held_returned.swap(false, Ordering::SeqCst);
+            if self.done_count.load(Ordering::SeqCst) > 0 || held_returned {
+                self.signalled.store(true, Ordering::SeqCst);
+                self.readiness.signal();
             }
         }
         reaped_count
@@ -326,6 +332,7 @@ impl Ledger {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
                 held.checked_sub(1)
             });
+        self.held_returned.store(true, Ordering::SeqCst);
         self.announce();
     }
 

@@ -74,3 +74,30 @@ fn one_poller_waits_on_two_engines() {
     poller.delete(a.readiness()).unwrap();
     poller.delete(b.readiness()).unwrap();
 }
+
+/// Regression (the CI run of the several-issues merge): a completion announced while a reap
+/// was clearing the fd left the fd cleared and its "signalled" mark set, so no later
+/// completion made it readable again and a caller waiting on the fd waited forever. Many
+/// rounds of completions racing reaps that only run when the fd says so must all finish.
+#[test]
+fn completions_racing_a_reap_never_leave_the_fd_silent() {
+    let (_file, device) = common::image(8 * 4096);
+    for workers in [1, 2, 4] {
+        let mut engine = PosixEngine::builder(device.clone())
+            .workers(workers)
+            .build()
+            .unwrap();
+        for round in 0..2000 {
+            engine.submit(&mut read_batch(8));
+            let mut completions = Vec::new();
+            while completions.len() < 8 {
+                assert!(
+                    rbio_core::poll_readable(engine.readiness(), 10_000),
+                    "{workers} workers, round {round}: fd silent with {} of 8 pending",
+                    8 - completions.len()
+                );
+                engine.reap(&mut completions, Wait::Nothing);
+            }
+        }
+    }
+}
