@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 import rbio
-from conftest import cli_flags
+from rbio_support import cli_flags
 
 TIMINGS = ("phases", "peak_rss_bytes")
 
@@ -36,7 +36,7 @@ def test_bringup_keeps_exactly_the_entries_the_manifest_expects(fixture_image, e
 
 
 def test_index_carries_the_tensor_metadata_as_python_objects(tmp_path):
-    from conftest import unpack, FIXTURE_LAYOUT
+    from rbio_support import unpack, FIXTURE_LAYOUT
     image, manifest = unpack("c2000kv", tmp_path)
     report = rbio.bringup(str(image), ignore_device_path=True, slot_bytes=8192, **FIXTURE_LAYOUT)
     key, offset, size, shape, dtype, fmt, cached_positions = report.index[0]
@@ -92,15 +92,17 @@ def test_errors_carry_the_commands_one_line_message(tmp_path, rbio_cli):
         rbio.bringup(str(small), engine="serial", slot_bytes=65536)
 
 
-def test_the_layout_is_read_from_the_device_when_no_flag_gives_it(fixture):
-    report = rbio.bringup(str(fixture.image), ignore_device_path=True, engine="serial")
+def test_the_layout_is_read_from_the_device_when_no_flag_gives_it(fixture_image):
+    image, manifest, _layout = fixture_image
+    report = rbio.bringup(str(image), ignore_device_path=True, engine="serial")
     assert report.to_dict()["settings"]["layout_source"] == "device"
-    assert len(report.index) == fixture.manifest["expected_entries_after_recovery"]
+    assert len(report.index) == manifest["expected_entries_after_recovery"]
 
 
-def test_new_keywords_match_the_new_flags(fixture):
+def test_new_keywords_match_the_new_flags(fixture_image):
+    image, _manifest, _layout = fixture_image
     report = rbio.bringup(
-        str(fixture.image),
+        str(image),
         ignore_device_path=True,
         buffered=True,
         op_timeout=0.5,
@@ -110,9 +112,9 @@ def test_new_keywords_match_the_new_flags(fixture):
     assert settings["direct"] is False
     assert settings["op_timeout_secs"] == 0.5
     with pytest.raises(ValueError, match="op_timeout"):
-        rbio.bringup(str(fixture.image), op_timeout=0)
+        rbio.bringup(str(image), op_timeout=0)
     with pytest.raises(rbio.RbioError):
-        rbio.bringup(str(fixture.image), strict_device_path=True, ignore_device_path=True)
+        rbio.bringup(str(image), strict_device_path=True, ignore_device_path=True)
 
 
 def test_keywords_are_checked():
@@ -141,7 +143,7 @@ def test_inspect_equals_the_commands_json(fixture_image, rbio_cli):
 
 
 def test_bringup_many_gives_each_device_its_report_or_its_error_in_order(tmp_path, rbio_cli):
-    from conftest import unpack, FIXTURE_LAYOUT
+    from rbio_support import unpack, FIXTURE_LAYOUT
     image, manifest = unpack("c1000", tmp_path)
     layout = dict(FIXTURE_LAYOUT, slot_bytes=manifest["config"]["slot_bytes"])
     missing = tmp_path / "missing.img"

@@ -5,7 +5,7 @@ import mmap
 
 import pytest
 
-from conftest import unpack
+from rbio_support import unpack
 from rbio.lmcache import RawBlockDevice
 
 HEADER_BYTES = 4096
