@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use rbio_core::IoError;
 
+use super::compact::Index;
 use crate::format::{CheckpointEntry, Geometry};
 use crate::report::{EntryState, RejectReason, StaleReason};
 
@@ -82,17 +83,16 @@ impl Claims {
 
 /// Decides every entry's final state once all have arrived and been judged.
 pub(crate) fn resolve(
-    entries: &[CheckpointEntry<'_>],
+    entries: &Index,
     pending: Vec<Pending>,
     mut claims: Claims,
     keep_unreadable: bool,
 ) -> Vec<EntryState> {
     let mut last_of_key: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-    for (entry_index, entry) in entries.iter().enumerate() {
-        last_of_key.insert(entry.key.as_ref(), entry_index);
+    for entry_index in 0..entries.len() {
+        last_of_key.insert(entries.key(entry_index), entry_index);
     }
-    let superseded =
-        |entry_index: usize| last_of_key[entries[entry_index].key.as_ref()] != entry_index;
+    let superseded = |entry_index: usize| last_of_key[entries.key(entry_index)] != entry_index;
     claims.shared.sort_unstable();
     claims.shared.dedup();
     let mut states: Vec<Option<EntryState>> = vec![None; entries.len()];
@@ -135,7 +135,7 @@ fn settle(verdict: Verdict, keep_unreadable: bool) -> EntryState {
 /// Entries naming one slot: the first the header names keeps it; failing that, the first
 /// unreadable one stands for the slot; the others yield to the owner or keep their verdict.
 fn settle_contested(
-    entries: &[CheckpointEntry<'_>],
+    entries: &Index,
     group: &[(u64, usize, Verdict)],
     keep_unreadable: bool,
     states: &mut [Option<EntryState>],
@@ -158,7 +158,7 @@ fn settle_contested(
             }
             Some(owner_index) => EntryState::Rejected(RejectReason::DuplicateSlot {
                 slot_index,
-                owner: entries[owner_index].key.to_string(),
+                owner: entries.key(owner_index).to_string(),
             }),
             None => settle(verdict.clone(), keep_unreadable),
         };
@@ -212,7 +212,11 @@ mod tests {
                 other => other,
             })
             .collect();
-        resolve(entries, pending, claims, keep_unreadable)
+        let mut index = Index::default();
+        for entry in entries {
+            index.push(entry);
+        }
+        resolve(&index, pending, claims, keep_unreadable)
     }
 
     fn stale() -> Verdict {

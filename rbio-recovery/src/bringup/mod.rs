@@ -4,6 +4,7 @@
 //! The validation loop is written once and fed by whatever engine the caller chose.
 
 mod apply;
+mod compact;
 mod device_path;
 mod index;
 mod layout_read;
@@ -22,6 +23,7 @@ use rbio_core::{
     BufferPool, Device, Engine, ErrorClass, OpError, PoolError, StreamError, PAGE_BYTES,
 };
 
+pub use compact::{Index, IndexEntry};
 pub(crate) use device_path::compared_path;
 pub use index::FREE_SLOTS_MAX;
 pub use layout_read::{read_layout, FoundLayout, LayoutAttempt, LayoutMiss};
@@ -31,7 +33,7 @@ pub(crate) use select::select;
 
 use crate::format::{
     ApplyRejection, Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter,
-    DevicePathPolicy, EntryFields, FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
+    DevicePathPolicy, FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
 };
 use crate::report::{
     CheckpointIgnored, ChosenCheckpoint, Counts, LayoutSource, PhaseTimes, Report, Settings,
@@ -202,20 +204,11 @@ impl std::error::Error for BringupError {
     }
 }
 
-/// One entry of the recovered index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexEntry {
-    /// The encoded key.
-    pub key: String,
-    /// Offset, size and tensor metadata, as in the checkpoint.
-    pub fields: EntryFields<'static>,
-}
-
 /// What bringup recovered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovered {
     /// The index, in checkpoint order.
-    pub index: Vec<IndexEntry>,
+    pub index: Index,
     /// Slots below `next_slot` that no index entry owns, ascending.
     pub free_slots: Vec<u64>,
     /// The first slot never allocated.
@@ -250,7 +243,12 @@ impl Recovered {
         let head = CheckpointHead::for_layout(layout, geometry, device_path, self.next_slot);
         let mut writer = CheckpointWriter::new(&head);
         for entry in &self.index {
-            writer.push(&entry.key, &entry.fields);
+            writer.push_texts(
+                entry.key,
+                entry.offset_bytes,
+                entry.size_bytes,
+                entry.tensor_texts,
+            );
         }
         writer.finish()
     }
@@ -366,15 +364,16 @@ impl Bringup {
             payload_len_bytes: header.payload_len_bytes,
         });
 
-        self.recover(engine, &payload, report, started, progress)
+        self.recover(engine, payload, report, started, progress)
     }
 
     /// Parses `payload` on a second thread while this one applies and validates the entries
-    /// already parsed, then applies the whole-checkpoint rules and resolves every entry.
+    /// already parsed, then frees the payload, applies the whole-checkpoint rules and
+    /// resolves every entry.
     fn recover(
         &self,
         engine: &mut dyn Engine,
-        payload: &[u8],
+        payload: Vec<u8>,
         mut report: Report,
         started: Instant,
         progress: &mut dyn FnMut(Progress),
@@ -393,7 +392,7 @@ impl Bringup {
             let (sender, receiver) =
                 mpsc::sync_channel::<Vec<CheckpointEntry<'_>>>(parse::PARSE_BATCHES_QUEUED);
             let parser =
-                scope.spawn(|| parse::parse_in_batches(payload, &rules, &parse_progress, sender));
+                scope.spawn(|| parse::parse_in_batches(&payload, &rules, &parse_progress, sender));
             let ledger = validation.run(
                 engine,
                 (&self.header_pool, &self.header_reserve),
@@ -408,7 +407,7 @@ impl Bringup {
         let mut ledger = ledger.map_err(BringupError::Engine)?;
         let (parse::ParsedHead { head, revalidate }, parse_time) = parsed;
         let head = match head {
-            Ok(head) => head,
+            Ok(head) => head.into_owned(),
             Err(error) => {
                 report.phases.parse = parse_time;
                 report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
@@ -424,7 +423,7 @@ impl Bringup {
             // Rare: the payload repeats `entries` (only the last counts), or a field after
             // `entries` overturned the verdict on the head before it: validate again from a
             // sequential parse of the whole payload.
-            let entries = Checkpoint::parse(payload)
+            let entries = Checkpoint::parse(&payload)
                 .map(|c| c.entries)
                 .unwrap_or_default();
             ledger = validation
@@ -436,6 +435,8 @@ impl Bringup {
                 )
                 .map_err(BringupError::Engine)?;
         }
+        // Every entry is in the ledger now, in compact form: the payload is no longer needed.
+        drop(payload);
         if let Some(error) = ledger.configuration.take() {
             return Err(BringupError::Configuration(error));
         }
@@ -481,7 +482,8 @@ impl Bringup {
             next_slot: checkpoint.next_slot(),
             report_all_entries: self.options.report_all_entries,
         };
-        let mut recovered = index::build(&inputs, ledger.entries, states, report)?;
+        let mut recovered =
+            index::build(&inputs, ledger.entries, &ledger.malformed, states, report)?;
         recovered.report.phases.total = started.elapsed();
         Ok(recovered)
     }
@@ -513,7 +515,7 @@ impl Bringup {
     fn finish_empty(&self, mut report: Report, started: Instant) -> Recovered {
         report.phases.total = started.elapsed();
         Recovered {
-            index: Vec::new(),
+            index: Index::default(),
             free_slots: Vec::new(),
             next_slot: 0,
             report,
