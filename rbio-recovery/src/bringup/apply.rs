@@ -9,22 +9,23 @@ use super::compact::Index;
 use crate::format::{CheckpointEntry, Geometry};
 use crate::report::{EntryState, RejectReason, StaleReason};
 
-/// What the slot header said about one entry, before duplicates are resolved.
+/// What the slot header said about one entry, before duplicates are resolved. The rare
+/// verdicts are boxed: one is held per entry until resolution.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// The header names this entry (or headers were not checked).
     Matches,
     /// The header names something else.
-    Stale(StaleReason),
+    Stale(Box<StaleReason>),
     /// The header could not be read.
-    Unreadable(IoError),
+    Unreadable(Box<IoError>),
 }
 
-/// Per-entry progress through apply and validation.
+/// Per-entry progress through apply and validation (32 bytes: one per entry is held).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Pending {
     /// Broke a per-entry rule.
-    Rejected(RejectReason),
+    Rejected(Box<RejectReason>),
     /// Claims a slot; awaiting its header.
     Claims(u64),
     /// Claims a slot and the header has been judged.
@@ -70,7 +71,7 @@ impl Claims {
     /// Applies the per-entry rules to `entry` and records its claim.
     pub(crate) fn admit(&mut self, entry: &CheckpointEntry<'_>, geometry: &Geometry) -> Pending {
         match entry.slot_index(geometry) {
-            Err(rejection) => Pending::Rejected(RejectReason::Rule(rejection)),
+            Err(rejection) => Pending::Rejected(Box::new(RejectReason::Rule(rejection))),
             Ok(slot_index) => {
                 if self.claim(slot_index) {
                     self.shared.push(slot_index);
@@ -100,7 +101,7 @@ pub(crate) fn resolve(
     for (entry_index, pending) in pending.into_iter().enumerate() {
         states[entry_index] = Some(match pending {
             _ if superseded(entry_index) => EntryState::Rejected(RejectReason::DuplicateKey),
-            Pending::Rejected(reason) => EntryState::Rejected(reason),
+            Pending::Rejected(reason) => EntryState::Rejected(*reason),
             Pending::Claims(_) => unreachable!("every claim is judged before resolution"),
             Pending::Judged(slot_index, verdict)
                 if claims.shared.binary_search(&slot_index).is_ok() =>
@@ -124,9 +125,9 @@ pub(crate) fn resolve(
 fn settle(verdict: Verdict, keep_unreadable: bool) -> EntryState {
     match verdict {
         Verdict::Matches => EntryState::Kept,
-        Verdict::Stale(reason) => EntryState::Stale(reason),
+        Verdict::Stale(reason) => EntryState::Stale(*reason),
         Verdict::Unreadable(error) => EntryState::Unreadable {
-            error,
+            error: *error,
             kept: keep_unreadable,
         },
     }
@@ -220,11 +221,11 @@ mod tests {
     }
 
     fn stale() -> Verdict {
-        Verdict::Stale(StaleReason::BadMagic)
+        Verdict::Stale(Box::new(StaleReason::BadMagic))
     }
 
     fn eio() -> Verdict {
-        Verdict::Unreadable(IoError::Os(rbio_core::Errno::EIO))
+        Verdict::Unreadable(Box::new(IoError::Os(rbio_core::Errno::EIO)))
     }
 
     fn owned_by(slot_index: u64, owner: &str) -> EntryState {
@@ -296,5 +297,10 @@ mod tests {
             states[0]
         );
         assert_eq!(states[1], EntryState::Kept);
+    }
+
+    #[test]
+    fn per_entry_progress_stays_small() {
+        assert!(std::mem::size_of::<Pending>() <= 32);
     }
 }

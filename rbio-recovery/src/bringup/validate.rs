@@ -46,7 +46,7 @@ impl Ledger {
         for pending in &mut self.pending {
             if let Pending::Claims(slot_index) = *pending {
                 let error = IoError::DeviceStalled { waited };
-                *pending = Pending::Judged(slot_index, Verdict::Unreadable(error));
+                *pending = Pending::Judged(slot_index, Verdict::Unreadable(Box::new(error)));
                 unread_count += 1;
             }
         }
@@ -151,20 +151,21 @@ impl Validation<'_> {
     /// What the header read for the entry at `entry_index` says about it.
     fn judge(&self, entries: &Index, entry_index: usize, completion: &Completion) -> Verdict {
         if let Err(failure) = completion.check() {
-            return Verdict::Unreadable(failure.error);
+            return Verdict::Unreadable(Box::new(failure.error));
         }
+        let stale = |reason| Verdict::Stale(Box::new(reason));
         let Ok(header) = SlotHeader::decode(completion.data()) else {
-            return Verdict::Stale(StaleReason::BadMagic);
+            return stale(StaleReason::BadMagic);
         };
         let entry = entries
             .get(entry_index)
             .expect("a read is issued for a taken entry");
         let expected = match self.namespace.identity(entry.key) {
             Ok(identity) => identity,
-            Err(error) => return Verdict::Stale(StaleReason::IdentityNotDerivable(error)),
+            Err(error) => return stale(StaleReason::IdentityNotDerivable(error)),
         };
         if header.identity != expected {
-            return Verdict::Stale(StaleReason::IdentityMismatch {
+            return stale(StaleReason::IdentityMismatch {
                 header: header.identity,
                 expected,
             });
@@ -172,7 +173,7 @@ impl Validation<'_> {
         // Only well-formed entries claim a slot, so the size is the entry's.
         let size_bytes = entry.size_bytes;
         if header.payload_len_bytes != size_bytes {
-            return Verdict::Stale(StaleReason::LengthMismatch {
+            return stale(StaleReason::LengthMismatch {
                 header: header.payload_len_bytes,
                 checkpoint: size_bytes,
             });
