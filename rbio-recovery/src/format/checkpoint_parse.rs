@@ -97,6 +97,8 @@ impl<'a> Checkpoint<'a> {
             sink,
             skip_entries: false,
         };
+        // serde_json reads a byte at a time: a `BufReader` makes that a buffer lookup.
+        let reader = std::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
         parse_json(serde_json::Deserializer::from_reader(reader), seed)
     }
 
@@ -123,6 +125,9 @@ fn parse_json<'de, R: serde_json::de::Read<'de>>(
         Root::Other(found) => Err(CheckpointError::NotAnObject { found }),
     }
 }
+
+/// Bytes [`Checkpoint::parse_reader`] takes from its reader at a time.
+const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// What [`Checkpoint::parse_streaming`] hands its sink.
 #[derive(Debug)]
