@@ -310,4 +310,45 @@ mod tests {
         let counted = progress.estimated(reported, 300);
         assert_eq!((counted.total, counted.total_is_estimate), (20, false));
     }
+
+    #[test]
+    fn the_reader_frees_each_piece_once_read_past() {
+        use std::io::Read;
+        let read_bytes = Cell::new(0);
+        let chunks = vec![b"ab".to_vec(), Vec::new(), b"cde".to_vec()];
+        let mut reader = PayloadReader::new(chunks, &read_bytes);
+        let mut buf = [0u8; 4];
+        assert_eq!(reader.read(&mut buf).unwrap(), 2);
+        assert_eq!(
+            reader.chunks.len(),
+            3,
+            "the first piece is not yet read past"
+        );
+        assert_eq!(reader.read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"cde");
+        assert_eq!(reader.chunks.len(), 1, "the first two pieces are freed");
+        assert_eq!(reader.read(&mut buf).unwrap(), 0);
+        assert!(reader.chunks.is_empty());
+        assert_eq!(read_bytes.get(), 5);
+    }
+
+    #[test]
+    fn utf8_is_checked_across_pieces_with_the_whole_payload_s_error() {
+        let text = "{\"k\":\"é€\"}".as_bytes();
+        for cut in 0..=text.len() {
+            let chunks = vec![text[..cut].to_vec(), text[cut..].to_vec()];
+            assert!(check_utf8(&chunks).is_ok(), "cut at {cut}");
+        }
+        let mut broken = text.to_vec();
+        broken.truncate(broken.len() - 3);
+        broken.extend_from_slice(b"\"}");
+        let whole = std::str::from_utf8(&broken).unwrap_err();
+        for cut in 0..=broken.len() {
+            let chunks = vec![broken[..cut].to_vec(), broken[cut..].to_vec()];
+            let Err(CheckpointError::NotUtf8(error)) = check_utf8(&chunks) else {
+                panic!("cut at {cut}: not refused");
+            };
+            assert_eq!(error, whole, "cut at {cut}");
+        }
+    }
 }
