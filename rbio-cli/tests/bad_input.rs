@@ -273,7 +273,7 @@ fn broken_entries_are_rejected_alone_and_the_rest_kept() {
     );
     // Nesting is carried through unchanged.
     let entry3 = recovered.index.iter().find(|e| e.key == e3.key);
-    let shape = entry3.unwrap().fields.tensor.texts()[0].unwrap();
+    let shape = entry3.unwrap().tensor_texts[0].unwrap();
     assert_eq!(shape, deep);
     assert_eq!(recovered.index.len(), 4);
     assert_eq!(recovered.report.counts.in_checkpoint, 16);
@@ -422,7 +422,7 @@ fn a_payload_forged_to_the_same_crc_cannot_smuggle_entries_past_validation() {
         "{reason}"
     );
     assert_eq!(state_of(&recovered, &e0.key).0, "kept");
-    let keys: Vec<&str> = recovered.index.iter().map(|e| e.key.as_str()).collect();
+    let keys: Vec<&str> = recovered.index.iter().map(|e| e.key).collect();
     assert_eq!(keys, [e0.key.as_str()]);
     let e1_slot = geometry.slot_index_of(e1.offset_bytes).unwrap();
     assert!(recovered.free_slots.contains(&e1_slot));

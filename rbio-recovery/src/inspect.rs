@@ -109,6 +109,7 @@ pub fn inspect(
         seq: header.seq,
         payload_len_bytes: header.payload_len_bytes,
     });
+    let payload = payload.concat();
     match Checkpoint::parse(&payload) {
         Err(error) => inspection.ignored = Some(CheckpointIgnored::Parse(Arc::new(error))),
         Ok(checkpoint) => summarise(&mut inspection, &checkpoint, device, options),

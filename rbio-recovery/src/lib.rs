@@ -18,8 +18,8 @@ mod writer;
 
 pub use bringup::{
     open_device, peak_rss_bytes, read_layout, Bringup, BringupError, BringupOptions, FoundLayout,
-    IndexEntry, LayoutAttempt, LayoutMiss, MirrorStatus, MirrorVerdict, Phase, Progress, Recovered,
-    FREE_SLOTS_MAX,
+    Index, IndexEntry, LayoutAttempt, LayoutMiss, MirrorStatus, MirrorVerdict, Phase, Progress,
+    Recovered, FREE_SLOTS_MAX,
 };
 pub use format::{
     crc32, encode_checkpoint, encode_mirror, legacy_identity, mirror_index_for_seq,

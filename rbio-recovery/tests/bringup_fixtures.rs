@@ -65,10 +65,10 @@ fn check_against_manifest(label: &str, manifest: &Value, recovered: &rbio_recove
         1,
         "{label}: the device path differs and must be warned about"
     );
-    let index: HashMap<&str, &rbio_recovery::IndexEntry> = recovered
+    let index: HashMap<&str, rbio_recovery::IndexEntry> = recovered
         .index
         .iter()
-        .map(|entry| (entry.key.as_str(), entry))
+        .map(|entry| (entry.key, entry))
         .collect();
     let states: HashMap<&str, &EntryState> = report
         .entries
@@ -83,12 +83,12 @@ fn check_against_manifest(label: &str, manifest: &Value, recovered: &rbio_recove
                     .get(encoded)
                     .unwrap_or_else(|| panic!("{label}: {encoded} missing"));
                 assert_eq!(
-                    entry.fields.offset_bytes,
+                    entry.offset_bytes,
                     key["offset"].as_u64().unwrap(),
                     "{label}: {encoded}"
                 );
                 assert_eq!(
-                    entry.fields.size_bytes,
+                    entry.size_bytes,
                     key["payload_len"].as_u64().unwrap(),
                     "{label}: {encoded}"
                 );
@@ -138,7 +138,7 @@ fn check_against_manifest(label: &str, manifest: &Value, recovered: &rbio_recove
         "{label}: every other slot below next_slot is free"
     );
     for entry in &recovered.index {
-        let slot = (entry.fields.offset_bytes - 4 * 1024 * 1024) / layout_of(manifest).slot_bytes;
+        let slot = (entry.offset_bytes - 4 * 1024 * 1024) / layout_of(manifest).slot_bytes;
         assert!(
             free.binary_search(&slot).is_err(),
             "{label}: slot {slot} of a kept entry is free"

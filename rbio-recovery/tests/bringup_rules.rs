@@ -316,7 +316,9 @@ fn fields_after_entries_hold_validation_until_the_parse_ends() {
     writer.write_checkpoint(10, &payload).unwrap();
     let (ops, ignored, kept) = counted_bringup(&path, small_layout(), "/dev/x", true);
     assert_eq!((ignored, kept), (false, ENTRIES));
-    assert_eq!(ops, select_ops + ENTRIES);
+    // The payload (one read: it is smaller than a read chunk) is freed as it is parsed, so
+    // it is read again for the second parse.
+    assert_eq!(ops, select_ops + 1 + ENTRIES);
 }
 
 #[test]

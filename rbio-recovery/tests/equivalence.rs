@@ -276,7 +276,7 @@ proptest! {
         }
         if let Ok(recovered) = &reference {
             for entry in &recovered.index {
-                let slot = prepared.geometry.slot_index_of(entry.fields.offset_bytes).unwrap();
+                let slot = prepared.geometry.slot_index_of(entry.offset_bytes).unwrap();
                 prop_assert!(recovered.free_slots.binary_search(&slot).is_err(), "slot {} of {} freed", slot, entry.key);
             }
             let unreadable_kept = recovered.report.entries.iter().filter(|e| matches!(e.state, EntryState::Unreadable { kept: true, .. })).count() as u64;

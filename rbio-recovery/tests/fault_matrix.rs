@@ -383,12 +383,8 @@ fn derive(
             in_index.insert(outcome.key.clone());
         }
     }
-    expected.index = every_entry
-        .index
-        .iter()
-        .filter(|entry| in_index.contains(&entry.key))
-        .cloned()
-        .collect();
+    expected.index = every_entry.index.clone();
+    expected.index.retain(|entry| in_index.contains(entry.key));
     let geometry = layout().validate(u64::MAX >> 8).unwrap();
     // A dropped unreadable entry was never validated: its slot stays off the free list too.
     let unread_dropped = expected
@@ -400,7 +396,7 @@ fn derive(
     let owned: HashSet<u64> = expected
         .index
         .iter()
-        .map(|entry| entry.fields.offset_bytes)
+        .map(|entry| entry.offset_bytes)
         .chain(unread_dropped)
         .map(|offset_bytes| geometry.slot_index_of(offset_bytes).unwrap())
         .collect();
@@ -423,7 +419,7 @@ fn check_invariants(case: &str, recovered: &Recovered, keep_unreadable: bool) {
     assert_eq!(recovered.index.len() as u64, counts.in_index(), "{case}");
     let geometry = layout().validate(u64::MAX >> 8).unwrap();
     for entry in &recovered.index {
-        let slot = geometry.slot_index_of(entry.fields.offset_bytes).unwrap();
+        let slot = geometry.slot_index_of(entry.offset_bytes).unwrap();
         assert!(
             recovered.free_slots.binary_search(&slot).is_err(),
             "{case}: slot {slot} of index entry {} is free",

@@ -82,7 +82,7 @@ impl Report {
         let mut metadata = MetadataCache::default();
         let mut tuples = Vec::with_capacity(self.recovered.index.len());
         for entry in &self.recovered.index {
-            tuples.push(index_tuple(py, entry, &mut metadata)?);
+            tuples.push(index_tuple(py, &entry, &mut metadata)?);
         }
         PyList::new(py, tuples)
     }
@@ -152,16 +152,16 @@ impl<'py> MetadataCache<'py> {
 /// One index entry as LMCache's tuple.
 fn index_tuple<'py>(
     py: Python<'py>,
-    entry: &IndexEntry,
+    entry: &IndexEntry<'_>,
     metadata: &mut MetadataCache<'py>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let [shape, dtype, fmt, cached_positions] = entry.fields.tensor.texts();
+    let [shape, dtype, fmt, cached_positions] = entry.tensor_texts;
     PyTuple::new(
         py,
         [
-            entry.key.as_str().into_pyobject(py)?.into_any(),
-            entry.fields.offset_bytes.into_pyobject(py)?.into_any(),
-            entry.fields.size_bytes.into_pyobject(py)?.into_any(),
+            entry.key.into_pyobject(py)?.into_any(),
+            entry.offset_bytes.into_pyobject(py)?.into_any(),
+            entry.size_bytes.into_pyobject(py)?.into_any(),
             metadata.get(py, shape)?,
             metadata.get(py, dtype)?,
             metadata.get(py, fmt)?,

@@ -5,25 +5,27 @@ use std::collections::{HashMap, HashSet};
 
 use rbio_core::IoError;
 
+use super::compact::Index;
 use crate::format::{CheckpointEntry, Geometry};
 use crate::report::{EntryState, RejectReason, StaleReason};
 
-/// What the slot header said about one entry, before duplicates are resolved.
+/// What the slot header said about one entry, before duplicates are resolved. The rare
+/// verdicts are boxed: one is held per entry until resolution.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     /// The header names this entry (or headers were not checked).
     Matches,
     /// The header names something else.
-    Stale(StaleReason),
+    Stale(Box<StaleReason>),
     /// The header could not be read.
-    Unreadable(IoError),
+    Unreadable(Box<IoError>),
 }
 
-/// Per-entry progress through apply and validation.
+/// Per-entry progress through apply and validation (32 bytes: one per entry is held).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Pending {
     /// Broke a per-entry rule.
-    Rejected(RejectReason),
+    Rejected(Box<RejectReason>),
     /// Claims a slot; awaiting its header.
     Claims(u64),
     /// Claims a slot and the header has been judged.
@@ -69,7 +71,7 @@ impl Claims {
     /// Applies the per-entry rules to `entry` and records its claim.
     pub(crate) fn admit(&mut self, entry: &CheckpointEntry<'_>, geometry: &Geometry) -> Pending {
         match entry.slot_index(geometry) {
-            Err(rejection) => Pending::Rejected(RejectReason::Rule(rejection)),
+            Err(rejection) => Pending::Rejected(Box::new(RejectReason::Rule(rejection))),
             Ok(slot_index) => {
                 if self.claim(slot_index) {
                     self.shared.push(slot_index);
@@ -82,17 +84,16 @@ impl Claims {
 
 /// Decides every entry's final state once all have arrived and been judged.
 pub(crate) fn resolve(
-    entries: &[CheckpointEntry<'_>],
+    entries: &Index,
     pending: Vec<Pending>,
     mut claims: Claims,
     keep_unreadable: bool,
 ) -> Vec<EntryState> {
     let mut last_of_key: HashMap<&str, usize> = HashMap::with_capacity(entries.len());
-    for (entry_index, entry) in entries.iter().enumerate() {
-        last_of_key.insert(entry.key.as_ref(), entry_index);
+    for entry_index in 0..entries.len() {
+        last_of_key.insert(entries.key(entry_index), entry_index);
     }
-    let superseded =
-        |entry_index: usize| last_of_key[entries[entry_index].key.as_ref()] != entry_index;
+    let superseded = |entry_index: usize| last_of_key[entries.key(entry_index)] != entry_index;
     claims.shared.sort_unstable();
     claims.shared.dedup();
     let mut states: Vec<Option<EntryState>> = vec![None; entries.len()];
@@ -100,7 +101,7 @@ pub(crate) fn resolve(
     for (entry_index, pending) in pending.into_iter().enumerate() {
         states[entry_index] = Some(match pending {
             _ if superseded(entry_index) => EntryState::Rejected(RejectReason::DuplicateKey),
-            Pending::Rejected(reason) => EntryState::Rejected(reason),
+            Pending::Rejected(reason) => EntryState::Rejected(*reason),
             Pending::Claims(_) => unreachable!("every claim is judged before resolution"),
             Pending::Judged(slot_index, verdict)
                 if claims.shared.binary_search(&slot_index).is_ok() =>
@@ -124,9 +125,9 @@ pub(crate) fn resolve(
 fn settle(verdict: Verdict, keep_unreadable: bool) -> EntryState {
     match verdict {
         Verdict::Matches => EntryState::Kept,
-        Verdict::Stale(reason) => EntryState::Stale(reason),
+        Verdict::Stale(reason) => EntryState::Stale(*reason),
         Verdict::Unreadable(error) => EntryState::Unreadable {
-            error,
+            error: *error,
             kept: keep_unreadable,
         },
     }
@@ -135,7 +136,7 @@ fn settle(verdict: Verdict, keep_unreadable: bool) -> EntryState {
 /// Entries naming one slot: the first the header names keeps it; failing that, the first
 /// unreadable one stands for the slot; the others yield to the owner or keep their verdict.
 fn settle_contested(
-    entries: &[CheckpointEntry<'_>],
+    entries: &Index,
     group: &[(u64, usize, Verdict)],
     keep_unreadable: bool,
     states: &mut [Option<EntryState>],
@@ -158,7 +159,7 @@ fn settle_contested(
             }
             Some(owner_index) => EntryState::Rejected(RejectReason::DuplicateSlot {
                 slot_index,
-                owner: entries[owner_index].key.to_string(),
+                owner: entries.key(owner_index).to_string(),
             }),
             None => settle(verdict.clone(), keep_unreadable),
         };
@@ -212,15 +213,19 @@ mod tests {
                 other => other,
             })
             .collect();
-        resolve(entries, pending, claims, keep_unreadable)
+        let mut index = Index::default();
+        for entry in entries {
+            index.push(entry);
+        }
+        resolve(&index, pending, claims, keep_unreadable)
     }
 
     fn stale() -> Verdict {
-        Verdict::Stale(StaleReason::BadMagic)
+        Verdict::Stale(Box::new(StaleReason::BadMagic))
     }
 
     fn eio() -> Verdict {
-        Verdict::Unreadable(IoError::Os(rbio_core::Errno::EIO))
+        Verdict::Unreadable(Box::new(IoError::Os(rbio_core::Errno::EIO)))
     }
 
     fn owned_by(slot_index: u64, owner: &str) -> EntryState {
@@ -292,5 +297,10 @@ mod tests {
             states[0]
         );
         assert_eq!(states[1], EntryState::Kept);
+    }
+
+    #[test]
+    fn per_entry_progress_stays_small() {
+        assert!(std::mem::size_of::<Pending>() <= 32);
     }
 }

@@ -5,8 +5,9 @@
 //! dropped from the index (`--drop-unreadable`) still holds its slot (the report's
 //! `unreadable_dropped` counts them).
 
-use super::{BringupError, IndexEntry, Recovered};
-use crate::format::{CheckpointEntry, Geometry};
+use super::compact::Index;
+use super::{BringupError, Recovered};
+use crate::format::Geometry;
 use crate::report::{EntryOutcome, EntryState, Report, Warning};
 
 /// What building the index needs besides the entries.
@@ -19,24 +20,27 @@ pub(super) struct Inputs<'g> {
     pub(super) report_all_entries: bool,
 }
 
-/// Builds the index, free list and report from every entry's final state.
+/// Builds the index, free list and report from every entry's final state, keeping the
+/// indexed entries of `entries` in place. `malformed` lists (ascending) the entries that had
+/// no fields: the report gives them no offset or size.
 pub(super) fn build(
     inputs: &Inputs<'_>,
-    entries: Vec<CheckpointEntry<'_>>,
+    mut entries: Index,
+    malformed: &[usize],
     states: Vec<EntryState>,
     mut report: Report,
 ) -> Result<Recovered, BringupError> {
-    let mut index = Vec::new();
     let mut owned_slots = Vec::new();
     report.counts.in_checkpoint = entries.len() as u64;
-    for (entry, state) in entries.into_iter().zip(states) {
-        report.counts.add(&state);
-        let fields = entry.fields.as_ref().ok();
-        if inputs.report_all_entries || state != EntryState::Kept {
+    for (entry_index, state) in states.iter().enumerate() {
+        report.counts.add(state);
+        let entry = entries.get(entry_index).expect("one state per entry");
+        let has_fields = malformed.binary_search(&entry_index).is_err();
+        if inputs.report_all_entries || *state != EntryState::Kept {
             report.entries.push(EntryOutcome {
                 key: entry.key.to_string(),
-                offset_bytes: fields.map(|f| f.offset_bytes),
-                size_bytes: fields.map(|f| f.size_bytes),
+                offset_bytes: has_fields.then_some(entry.offset_bytes),
+                size_bytes: has_fields.then_some(entry.size_bytes),
                 state: state.clone(),
             });
         }
@@ -44,28 +48,19 @@ pub(super) fn build(
         if !state.is_in_index() && !unread_dropped {
             continue;
         }
-        let fields = entry
-            .fields
-            .expect("entries in the index or unread passed apply");
         let slot_index = inputs
             .geometry
-            .slot_index_of(fields.offset_bytes)
-            .expect("passed apply");
+            .slot_index_of(entry.offset_bytes)
+            .expect("entries in the index or unread passed apply");
         owned_slots.push(slot_index);
-        if unread_dropped {
-            continue;
-        }
-        index.push(IndexEntry {
-            key: entry.key.into_owned(),
-            fields: fields.into_owned(),
-        });
     }
+    entries.retain_positions(|entry_index| states[entry_index].is_in_index());
     owned_slots.sort_unstable();
     owned_slots.dedup();
     let next_slot = next_slot_past(inputs.next_slot, &owned_slots, &mut report);
     let free_slots = free_slots(next_slot, &owned_slots)?;
     Ok(Recovered {
-        index,
+        index: entries,
         free_slots,
         next_slot,
         report,

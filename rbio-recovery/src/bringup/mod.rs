@@ -4,6 +4,7 @@
 //! The validation loop is written once and fed by whatever engine the caller chose.
 
 mod apply;
+mod compact;
 mod device_path;
 mod index;
 mod layout_read;
@@ -22,6 +23,7 @@ use rbio_core::{
     BufferPool, Device, Engine, ErrorClass, OpError, PoolError, StreamError, PAGE_BYTES,
 };
 
+pub use compact::{Index, IndexEntry};
 pub(crate) use device_path::compared_path;
 pub use index::FREE_SLOTS_MAX;
 pub use layout_read::{read_layout, FoundLayout, LayoutAttempt, LayoutMiss};
@@ -30,8 +32,9 @@ pub use select::{MirrorStatus, MirrorVerdict};
 pub(crate) use select::select;
 
 use crate::format::{
-    ApplyRejection, Checkpoint, CheckpointEntry, CheckpointHead, CheckpointWriter,
-    DevicePathPolicy, EntryFields, FormatError, Geometry, Layout, SLOT_HEADER_INFO_BYTES,
+    ApplyRejection, Checkpoint, CheckpointEntry, CheckpointHead, CheckpointHeader,
+    CheckpointWriter, DevicePathPolicy, EntryEvent, FormatError, Geometry, Layout,
+    SLOT_HEADER_INFO_BYTES,
 };
 use crate::report::{
     CheckpointIgnored, ChosenCheckpoint, Counts, LayoutSource, PhaseTimes, Report, Settings,
@@ -202,20 +205,11 @@ impl std::error::Error for BringupError {
     }
 }
 
-/// One entry of the recovered index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IndexEntry {
-    /// The encoded key.
-    pub key: String,
-    /// Offset, size and tensor metadata, as in the checkpoint.
-    pub fields: EntryFields<'static>,
-}
-
 /// What bringup recovered.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovered {
     /// The index, in checkpoint order.
-    pub index: Vec<IndexEntry>,
+    pub index: Index,
     /// Slots below `next_slot` that no index entry owns, ascending.
     pub free_slots: Vec<u64>,
     /// The first slot never allocated.
@@ -250,7 +244,12 @@ impl Recovered {
         let head = CheckpointHead::for_layout(layout, geometry, device_path, self.next_slot);
         let mut writer = CheckpointWriter::new(&head);
         for entry in &self.index {
-            writer.push(&entry.key, &entry.fields);
+            writer.push_texts(
+                entry.key,
+                entry.offset_bytes,
+                entry.size_bytes,
+                entry.tensor_texts,
+            );
         }
         writer.finish()
     }
@@ -366,19 +365,33 @@ impl Bringup {
             payload_len_bytes: header.payload_len_bytes,
         });
 
-        self.recover(engine, &payload, report, started, progress)
+        self.recover(
+            engine,
+            (mirror_index, header),
+            payload,
+            report,
+            started,
+            progress,
+        )
     }
 
-    /// Parses `payload` on a second thread while this one applies and validates the entries
-    /// already parsed, then applies the whole-checkpoint rules and resolves every entry.
+    /// Parses `payload` (the chosen mirror's, in pieces) on a second thread, freeing each
+    /// piece once parsed, while this one applies and validates the entries already parsed;
+    /// then applies the whole-checkpoint rules and resolves every entry.
     fn recover(
         &self,
         engine: &mut dyn Engine,
-        payload: &[u8],
+        chosen: (usize, CheckpointHeader),
+        payload: Vec<Vec<u8>>,
         mut report: Report,
         started: Instant,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Recovered, BringupError> {
+        if let Err(error) = parse::check_utf8(&payload) {
+            report.ignored = Some(CheckpointIgnored::Parse(Arc::new(error)));
+            return Ok(self.finish_empty(report, started));
+        }
+        let payload_bytes: usize = payload.iter().map(Vec::len).sum();
         let validation = validate::Validation {
             geometry: &self.geometry,
             namespace: self.options.layout.namespace,
@@ -392,13 +405,14 @@ impl Bringup {
         let (parsed, ledger) = std::thread::scope(|scope| {
             let (sender, receiver) =
                 mpsc::sync_channel::<Vec<CheckpointEntry<'_>>>(parse::PARSE_BATCHES_QUEUED);
-            let parser =
-                scope.spawn(|| parse::parse_in_batches(payload, &rules, &parse_progress, sender));
+            let (rules, parse_progress) = (&rules, &parse_progress);
+            let parser = scope
+                .spawn(move || parse::parse_in_batches(payload, rules, parse_progress, sender));
             let ledger = validation.run(
                 engine,
                 (&self.header_pool, &self.header_reserve),
                 receiver.into_iter().flatten(),
-                &mut |reported| progress(parse_progress.estimated(reported, payload.len())),
+                &mut |reported| progress(parse_progress.estimated(reported, payload_bytes)),
             );
             let parsed = parser
                 .join()
@@ -423,10 +437,8 @@ impl Bringup {
         if revalidate {
             // Rare: the payload repeats `entries` (only the last counts), or a field after
             // `entries` overturned the verdict on the head before it: validate again from a
-            // sequential parse of the whole payload.
-            let entries = Checkpoint::parse(payload)
-                .map(|c| c.entries)
-                .unwrap_or_default();
+            // sequential parse of the whole payload, read again.
+            let entries = self.reparse(engine, chosen, &report)?;
             ledger = validation
                 .run(
                     engine,
@@ -481,9 +493,51 @@ impl Bringup {
             next_slot: checkpoint.next_slot(),
             report_all_entries: self.options.report_all_entries,
         };
-        let mut recovered = index::build(&inputs, ledger.entries, states, report)?;
+        let mut recovered =
+            index::build(&inputs, ledger.entries, &ledger.malformed, states, report)?;
         recovered.report.phases.total = started.elapsed();
         Ok(recovered)
+    }
+
+    /// Reads the chosen mirror's payload again and parses it whole, for the rare checkpoint
+    /// whose streamed entries are not its own (see [`parse::ParsedHead::revalidate`]).
+    ///
+    /// # Errors
+    /// [`BringupError::CheckpointUnreadable`] if the mirror no longer reads back as it did.
+    fn reparse(
+        &self,
+        engine: &mut dyn Engine,
+        (mirror_index, header): (usize, CheckpointHeader),
+        report: &Report,
+    ) -> Result<Vec<CheckpointEntry<'static>>, BringupError> {
+        let offset_bytes = self.geometry.mirror_payload_offset_bytes(mirror_index);
+        let read_bytes = header.payload_read_bytes(&self.geometry);
+        let verdict =
+            match read::read_range_chunks(engine, &self.payload_pool, offset_bytes, read_bytes) {
+                Err(read::RangeError::Stream(error)) => return Err(BringupError::Engine(error)),
+                Err(read::RangeError::Op(error)) => MirrorVerdict::Unreadable(error),
+                Ok(mut payload) => match header.check_payload_chunks(&mut payload) {
+                    Err(rejection) => MirrorVerdict::Rejected(rejection),
+                    Ok(()) => {
+                        let mut entries = Vec::new();
+                        let read_bytes = std::cell::Cell::new(0);
+                        let reader = parse::PayloadReader::new(payload, &read_bytes);
+                        let parsed = Checkpoint::parse_reader(reader, &mut |event| match event {
+                            EntryEvent::EntriesStart(_) => {}
+                            EntryEvent::Entry(entry) => entries.push(entry),
+                            EntryEvent::Restart => entries.clear(),
+                        });
+                        // The same bytes as the first parse (same CRC), which succeeded.
+                        if parsed.is_err() {
+                            entries.clear();
+                        }
+                        return Ok(entries);
+                    }
+                },
+            };
+        let mut mirrors = report.mirrors.clone();
+        mirrors[mirror_index].verdict = verdict;
+        Err(BringupError::CheckpointUnreadable { mirrors })
     }
 
     fn empty_report(&self, engine: &dyn Engine) -> Report {
@@ -514,7 +568,7 @@ impl Bringup {
     fn finish_empty(&self, mut report: Report, started: Instant) -> Recovered {
         report.phases.total = started.elapsed();
         Recovered {
-            index: Vec::new(),
+            index: Index::default(),
             free_slots: Vec::new(),
             next_slot: 0,
             report,

@@ -6,11 +6,12 @@
 //! checkpoint the rules ignore costs no header read. A payload whose fields come later (not
 //! written by LMCache) is held until the parse has finished and the rules have its final head.
 
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-use std::borrow::Cow;
 
 use super::Progress;
 use crate::format::{
@@ -19,15 +20,16 @@ use crate::format::{
 
 /// Entries per batch the parser hands to validation.
 const PARSE_BATCH_ENTRIES: usize = 4096;
-/// Batches the parser may run ahead of validation.
-pub(super) const PARSE_BATCHES_QUEUED: usize = 16;
+/// Batches the parser may run ahead of validation: 16k entries, a quarter second of header
+/// reads at this machine's pace, and about 2 MiB of parsed entries held in the channel.
+pub(super) const PARSE_BATCHES_QUEUED: usize = 4;
 
 /// The whole-checkpoint rules, as bringup configured them.
 pub(super) type Rules<'r> = dyn Fn(&CheckpointHead<'_>) -> Result<(), ApplyRejection> + Sync + 'r;
 
 /// What the parser thread found besides the entries it sent.
-pub(super) struct ParsedHead<'a> {
-    pub(super) head: Result<CheckpointHead<'a>, CheckpointError>,
+pub(super) struct ParsedHead {
+    pub(super) head: Result<CheckpointHead<'static>, CheckpointError>,
     /// The entries sent are not the checkpoint's: a second top-level `entries` field replaced
     /// the first, or the head read before `entries` was refused and a later field changed
     /// the verdict. Validate again from a sequential parse if the checkpoint is accepted.
@@ -92,13 +94,81 @@ enum Flow {
     Hold,
 }
 
+/// The payload's pieces, read in order, each freed as soon as the parser has read past it:
+/// the payload is never held whole while the entries built from it grow.
+pub(super) struct PayloadReader<'c> {
+    chunks: VecDeque<Vec<u8>>,
+    /// How far into the front piece the parser has read.
+    position: usize,
+    /// Bytes read so far, for progress.
+    read_bytes: &'c Cell<usize>,
+}
+
+impl<'c> PayloadReader<'c> {
+    /// Reads `chunks` in order, counting the bytes read in `read_bytes`.
+    pub(super) fn new(chunks: Vec<Vec<u8>>, read_bytes: &'c Cell<usize>) -> PayloadReader<'c> {
+        PayloadReader {
+            chunks: chunks.into(),
+            position: 0,
+            read_bytes,
+        }
+    }
+}
+
+impl io::Read for PayloadReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(front) = self.chunks.front() {
+            let rest = &front[self.position..];
+            if !rest.is_empty() {
+                let len = buf.len().min(rest.len());
+                buf[..len].copy_from_slice(&rest[..len]);
+                self.position += len;
+                self.read_bytes.set(self.read_bytes.get() + len);
+                return Ok(len);
+            }
+            self.chunks.pop_front();
+            self.position = 0;
+        }
+        Ok(0)
+    }
+}
+
+/// Whether the payload read as `chunks` is UTF-8, as [`Checkpoint::parse`] requires before
+/// parsing; the error is the one a parse of the whole payload gives.
+pub(super) fn check_utf8(chunks: &[Vec<u8>]) -> Result<(), CheckpointError> {
+    // A character may straddle two pieces: `carry` holds the start of one.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut valid = true;
+    for chunk in chunks {
+        carry.extend_from_slice(chunk);
+        match std::str::from_utf8(&carry) {
+            Ok(_) => carry.clear(),
+            Err(error) if error.error_len().is_none() => {
+                carry.drain(..error.valid_up_to());
+            }
+            Err(_) => {
+                valid = false;
+                break;
+            }
+        }
+    }
+    if valid && carry.is_empty() {
+        return Ok(());
+    }
+    // Rare: the whole payload, once, for the error's exact place.
+    match std::str::from_utf8(&chunks.concat()) {
+        Ok(_) => Ok(()),
+        Err(error) => Err(CheckpointError::NotUtf8(error)),
+    }
+}
+
 /// The parser thread's state while the payload streams through.
-struct Batcher<'a, 's> {
-    payload: &'a [u8],
+struct Batcher<'s> {
+    read_bytes: &'s Cell<usize>,
     progress: &'s ParseProgress,
-    sender: &'s mpsc::SyncSender<Vec<CheckpointEntry<'a>>>,
-    batch: Vec<CheckpointEntry<'a>>,
-    held: Vec<CheckpointEntry<'a>>,
+    sender: &'s mpsc::SyncSender<Vec<CheckpointEntry<'static>>>,
+    batch: Vec<CheckpointEntry<'static>>,
+    held: Vec<CheckpointEntry<'static>>,
     flow: Flow,
     receiver_gone: bool,
     restarted: bool,
@@ -107,8 +177,8 @@ struct Batcher<'a, 's> {
     sent_count: u64,
 }
 
-impl<'a> Batcher<'a, '_> {
-    fn entry(&mut self, entry: CheckpointEntry<'a>) {
+impl Batcher<'_> {
+    fn entry(&mut self, entry: CheckpointEntry<'static>) {
         match self.flow {
             _ if self.restarted || self.receiver_gone => {}
             Flow::Send => {
@@ -129,13 +199,9 @@ impl<'a> Batcher<'a, '_> {
         }
         let full = std::mem::replace(&mut self.batch, Vec::with_capacity(PARSE_BATCH_ENTRIES));
         self.sent_count += full.len() as u64;
-        if let Some(Cow::Borrowed(key)) = full.last().map(|entry| &entry.key) {
-            // A borrowed key lies in the payload: its place is how far the parse has come.
-            let parsed_bytes = key.as_ptr() as usize - self.payload.as_ptr() as usize;
-            self.progress
-                .parsed_bytes
-                .store(parsed_bytes, Ordering::Relaxed);
-        }
+        self.progress
+            .parsed_bytes
+            .store(self.read_bytes.get(), Ordering::Relaxed);
         self.progress
             .sent_entries
             .store(self.sent_count, Ordering::Relaxed);
@@ -145,19 +211,21 @@ impl<'a> Batcher<'a, '_> {
     }
 }
 
-/// Parses `payload`, deciding `rules` at `entries` and sending entries in batches as they are
-/// read if the rules accept; returns the head (or why the payload is not a checkpoint) and the
-/// time spent parsing, not counting the time spent waiting for validation to take a batch
-/// (the channel is bounded, so a parser that runs ahead waits).
-pub(super) fn parse_in_batches<'a>(
-    payload: &'a [u8],
+/// Parses `payload` (UTF-8, in pieces freed as they are read), deciding `rules` at `entries`
+/// and sending entries in batches as they are read if the rules accept; returns the head (or
+/// why the payload is not a checkpoint) and the time spent parsing, not counting the time
+/// spent waiting for validation to take a batch (the channel is bounded, so a parser that
+/// runs ahead waits).
+pub(super) fn parse_in_batches(
+    payload: Vec<Vec<u8>>,
     rules: &Rules<'_>,
     progress: &ParseProgress,
-    sender: mpsc::SyncSender<Vec<CheckpointEntry<'a>>>,
-) -> (ParsedHead<'a>, Duration) {
+    sender: mpsc::SyncSender<Vec<CheckpointEntry<'static>>>,
+) -> (ParsedHead, Duration) {
     let started = Instant::now();
+    let read_bytes = Cell::new(0);
     let mut batcher = Batcher {
-        payload,
+        read_bytes: &read_bytes,
         progress,
         sender: &sender,
         batch: Vec::with_capacity(PARSE_BATCH_ENTRIES),
@@ -168,7 +236,8 @@ pub(super) fn parse_in_batches<'a>(
         waited: Duration::ZERO,
         sent_count: 0,
     };
-    let head = Checkpoint::parse_streaming(payload, &mut |event| match event {
+    let reader = PayloadReader::new(payload, &read_bytes);
+    let head = Checkpoint::parse_reader(reader, &mut |event| match event {
         EntryEvent::EntriesStart(head) => {
             batcher.flow = match head {
                 Ok(head) if head.has_rule_fields() => match rules(&head) {
@@ -240,5 +309,46 @@ mod tests {
         progress.done.store(true, Ordering::Relaxed);
         let counted = progress.estimated(reported, 300);
         assert_eq!((counted.total, counted.total_is_estimate), (20, false));
+    }
+
+    #[test]
+    fn the_reader_frees_each_piece_once_read_past() {
+        use std::io::Read;
+        let read_bytes = Cell::new(0);
+        let chunks = vec![b"ab".to_vec(), Vec::new(), b"cde".to_vec()];
+        let mut reader = PayloadReader::new(chunks, &read_bytes);
+        let mut buf = [0u8; 4];
+        assert_eq!(reader.read(&mut buf).unwrap(), 2);
+        assert_eq!(
+            reader.chunks.len(),
+            3,
+            "the first piece is not yet read past"
+        );
+        assert_eq!(reader.read(&mut buf).unwrap(), 3);
+        assert_eq!(&buf[..3], b"cde");
+        assert_eq!(reader.chunks.len(), 1, "the first two pieces are freed");
+        assert_eq!(reader.read(&mut buf).unwrap(), 0);
+        assert!(reader.chunks.is_empty());
+        assert_eq!(read_bytes.get(), 5);
+    }
+
+    #[test]
+    fn utf8_is_checked_across_pieces_with_the_whole_payload_s_error() {
+        let text = "{\"k\":\"é€\"}".as_bytes();
+        for cut in 0..=text.len() {
+            let chunks = vec![text[..cut].to_vec(), text[cut..].to_vec()];
+            assert!(check_utf8(&chunks).is_ok(), "cut at {cut}");
+        }
+        let mut broken = text.to_vec();
+        broken.truncate(broken.len() - 3);
+        broken.extend_from_slice(b"\"}");
+        let whole = std::str::from_utf8(&broken).unwrap_err();
+        for cut in 0..=broken.len() {
+            let chunks = vec![broken[..cut].to_vec(), broken[cut..].to_vec()];
+            let Err(CheckpointError::NotUtf8(error)) = check_utf8(&chunks) else {
+                panic!("cut at {cut}: not refused");
+            };
+            assert_eq!(error, whole, "cut at {cut}");
+        }
     }
 }

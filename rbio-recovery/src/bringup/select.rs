@@ -5,7 +5,7 @@ use std::fmt;
 
 use rbio_core::{BufferPool, Engine, OpError};
 
-use super::read::{read_range, RangeError};
+use super::read::{read_range, read_range_chunks, RangeError};
 use super::BringupError;
 use crate::format::{
     CheckpointHeader, CheckpointHeaderError, CheckpointRejection, Geometry, Layout, MIRROR_COUNT,
@@ -55,8 +55,9 @@ impl fmt::Display for MirrorVerdict {
 /// The outcome of selection.
 pub(crate) struct Selection {
     pub(crate) mirrors: Vec<MirrorStatus>,
-    /// The winning mirror's index, header and payload (exactly `payload_len` bytes).
-    pub(crate) chosen: Option<(usize, CheckpointHeader, Vec<u8>)>,
+    /// The winning mirror's index, header and payload (exactly `payload_len` bytes, in
+    /// pieces of the pool's buffer size).
+    pub(crate) chosen: Option<(usize, CheckpointHeader, Vec<Vec<u8>>)>,
 }
 
 /// Selects the newest valid checkpoint; with `check_all`, also verifies the older payload.
@@ -92,14 +93,13 @@ pub(crate) fn select(
             .expect("ordered mirrors have headers");
         let offset_bytes = geometry.mirror_payload_offset_bytes(mirror_index);
         let read_bytes = header.payload_read_bytes(geometry);
-        let verdict = match read_range(engine, pool, offset_bytes, read_bytes) {
+        let verdict = match read_range_chunks(engine, pool, offset_bytes, read_bytes) {
             Err(RangeError::Stream(error)) => return Err(BringupError::Engine(error)),
             Err(RangeError::Op(error)) => unreadable(error)?,
-            Ok(mut payload) => match header.check_payload(&payload) {
+            Ok(mut payload) => match header.check_payload_chunks(&mut payload) {
                 Err(rejection) => MirrorVerdict::Rejected(rejection),
-                Ok(_) => {
+                Ok(()) => {
                     if chosen.is_none() {
-                        payload.truncate(header.payload_len_bytes as usize);
                         chosen = Some((mirror_index, header, payload));
                     }
                     MirrorVerdict::Valid

@@ -9,6 +9,7 @@ use std::time::Duration;
 use rbio_core::{BufferPool, Completion, Engine, IoError, OpError, OpSpec, Stream, StreamError};
 
 use super::apply::{Claims, Pending, Verdict};
+use super::compact::Index;
 use super::{Phase, Progress};
 use crate::format::{CheckpointEntry, Geometry, KeyNamespace, SlotHeader};
 use crate::report::StaleReason;
@@ -23,8 +24,11 @@ pub(crate) struct Validation<'g> {
 }
 
 /// Entries seen so far and their progress, shared by the op source and the visitor.
-pub(crate) struct Ledger<'a> {
-    pub(crate) entries: Vec<CheckpointEntry<'a>>,
+pub(crate) struct Ledger {
+    /// Every entry taken, in order (a malformed one with its key only).
+    pub(crate) entries: Index,
+    /// Positions of the malformed entries, ascending.
+    pub(crate) malformed: Vec<usize>,
     pub(crate) pending: Vec<Pending>,
     pub(crate) claims: Claims,
     /// The first read refused as a configuration error: no further reads are issued and
@@ -34,7 +38,7 @@ pub(crate) struct Ledger<'a> {
     pub(crate) stalled: Option<(Duration, u64)>,
 }
 
-impl Ledger<'_> {
+impl Ledger {
     /// Judges every claim still awaiting its header as unreadable: the device stalled before
     /// answering it (or before it was read at all).
     fn mark_stalled(&mut self, waited: Duration) {
@@ -42,7 +46,7 @@ impl Ledger<'_> {
         for pending in &mut self.pending {
             if let Pending::Claims(slot_index) = *pending {
                 let error = IoError::DeviceStalled { waited };
-                *pending = Pending::Judged(slot_index, Verdict::Unreadable(error));
+                *pending = Pending::Judged(slot_index, Verdict::Unreadable(Box::new(error)));
                 unread_count += 1;
             }
         }
@@ -70,10 +74,11 @@ impl Validation<'_> {
         pools: (&BufferPool, &BufferPool),
         source: impl Iterator<Item = CheckpointEntry<'a>>,
         progress: &mut dyn FnMut(Progress),
-    ) -> Result<Ledger<'a>, StreamError> {
+    ) -> Result<Ledger, StreamError> {
         let (pool, reserve) = pools;
         let ledger = RefCell::new(Ledger {
-            entries: Vec::new(),
+            entries: Index::default(),
+            malformed: Vec::new(),
             pending: Vec::new(),
             claims: Claims::new(),
             configuration: None,
@@ -99,7 +104,10 @@ impl Validation<'_> {
                 }
                 _ => None,
             };
-            ledger.entries.push(entry);
+            if entry.fields.is_err() {
+                ledger.malformed.push(entry_index as usize);
+            }
+            ledger.entries.push(&entry);
             ledger.pending.push(pending);
             spec
         });
@@ -115,7 +123,7 @@ impl Validation<'_> {
                         ledger.configuration = Some(failure);
                     }
                 }
-                let verdict = self.judge(&ledger.entries[entry_index], completion);
+                let verdict = self.judge(&ledger.entries, entry_index, completion);
                 let Pending::Claims(slot_index) = ledger.pending[entry_index] else {
                     unreachable!("a header read is issued only for a claim")
                 };
@@ -140,27 +148,32 @@ impl Validation<'_> {
         Ok(ledger)
     }
 
-    /// What the header read for `entry` says about it.
-    fn judge(&self, entry: &CheckpointEntry<'_>, completion: &Completion) -> Verdict {
+    /// What the header read for the entry at `entry_index` says about it.
+    fn judge(&self, entries: &Index, entry_index: usize, completion: &Completion) -> Verdict {
         if let Err(failure) = completion.check() {
-            return Verdict::Unreadable(failure.error);
+            return Verdict::Unreadable(Box::new(failure.error));
         }
+        let stale = |reason| Verdict::Stale(Box::new(reason));
         let Ok(header) = SlotHeader::decode(completion.data()) else {
-            return Verdict::Stale(StaleReason::BadMagic);
+            return stale(StaleReason::BadMagic);
         };
-        let expected = match self.namespace.identity(&entry.key) {
+        let entry = entries
+            .get(entry_index)
+            .expect("a read is issued for a taken entry");
+        let expected = match self.namespace.identity(entry.key) {
             Ok(identity) => identity,
-            Err(error) => return Verdict::Stale(StaleReason::IdentityNotDerivable(error)),
+            Err(error) => return stale(StaleReason::IdentityNotDerivable(error)),
         };
         if header.identity != expected {
-            return Verdict::Stale(StaleReason::IdentityMismatch {
+            return stale(StaleReason::IdentityMismatch {
                 header: header.identity,
                 expected,
             });
         }
-        let size_bytes = entry.fields.as_ref().map_or(0, |fields| fields.size_bytes);
+        // Only well-formed entries claim a slot, so the size is the entry's.
+        let size_bytes = entry.size_bytes;
         if header.payload_len_bytes != size_bytes {
-            return Verdict::Stale(StaleReason::LengthMismatch {
+            return stale(StaleReason::LengthMismatch {
                 header: header.payload_len_bytes,
                 checkpoint: size_bytes,
             });

@@ -160,21 +160,51 @@ impl CheckpointHeader {
         &self,
         payload_read: &'p [u8],
     ) -> Result<&'p [u8], CheckpointRejection> {
-        let payload = usize::try_from(self.payload_len_bytes)
-            .ok()
-            .and_then(|len_bytes| payload_read.get(..len_bytes))
-            .ok_or(CheckpointRejection::PayloadTruncated {
+        self.check_pieces(&[payload_read])?;
+        Ok(&payload_read[..self.payload_len_bytes as usize])
+    }
+
+    /// As [`CheckpointHeader::check_payload`], for a payload read in pieces (in order): on
+    /// success the pieces are cut to the payload's length (pieces past it removed).
+    pub(crate) fn check_payload_chunks(
+        &self,
+        chunks: &mut Vec<Vec<u8>>,
+    ) -> Result<(), CheckpointRejection> {
+        self.check_pieces(chunks)?;
+        let mut left_bytes = self.payload_len_bytes as usize;
+        for chunk in chunks.iter_mut() {
+            chunk.truncate(left_bytes);
+            left_bytes -= chunk.len();
+        }
+        chunks.retain(|chunk| !chunk.is_empty());
+        Ok(())
+    }
+
+    /// The length and CRC rules over the payload read as `pieces`, in order.
+    fn check_pieces<P: AsRef<[u8]>>(&self, pieces: &[P]) -> Result<(), CheckpointRejection> {
+        let read_bytes: u64 = pieces.iter().map(|p| p.as_ref().len() as u64).sum();
+        if read_bytes < self.payload_len_bytes || usize::try_from(self.payload_len_bytes).is_err() {
+            return Err(CheckpointRejection::PayloadTruncated {
                 payload_len_bytes: self.payload_len_bytes,
-                read_bytes: payload_read.len() as u64,
-            })?;
-        let computed = crc32(payload);
+                read_bytes,
+            });
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let mut left_bytes = self.payload_len_bytes as usize;
+        for piece in pieces {
+            let piece = piece.as_ref();
+            let taken = &piece[..left_bytes.min(piece.len())];
+            hasher.update(taken);
+            left_bytes -= taken.len();
+        }
+        let computed = hasher.finalize();
         if computed != self.crc32 {
             return Err(CheckpointRejection::CrcMismatch {
                 stored: self.crc32,
                 computed,
             });
         }
-        Ok(payload)
+        Ok(())
     }
 }
 

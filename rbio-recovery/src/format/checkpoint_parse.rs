@@ -81,22 +81,53 @@ impl<'a> Checkpoint<'a> {
         )
     }
 
+    /// Parses a checkpoint payload streamed from `reader` (which must yield UTF-8: the caller
+    /// checks it, as [`Checkpoint::parse`] does first), handing each entry to `sink` as
+    /// [`Checkpoint::parse_streaming`] does. Nothing borrows from the payload, so the reader
+    /// may free each piece it has handed over.
+    ///
+    /// # Errors
+    ///
+    /// As [`Checkpoint::parse`], except [`CheckpointError::NotUtf8`].
+    pub fn parse_reader(
+        reader: impl std::io::Read,
+        sink: &mut dyn FnMut(EntryEvent<'static>),
+    ) -> Result<CheckpointHead<'static>, CheckpointError> {
+        let seed = RootSeed {
+            sink,
+            skip_entries: false,
+        };
+        // serde_json reads a byte at a time: a `BufReader` makes that a buffer lookup.
+        let reader = std::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+        parse_json(serde_json::Deserializer::from_reader(reader), seed)
+    }
+
     fn parse_root(
         payload: &'a [u8],
         seed: RootSeed<'_, 'a>,
     ) -> Result<CheckpointHead<'a>, CheckpointError> {
         let text = std::str::from_utf8(payload).map_err(CheckpointError::NotUtf8)?;
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        let root = seed
-            .deserialize(&mut deserializer)
-            .map_err(CheckpointError::Json)?;
-        deserializer.end().map_err(CheckpointError::Json)?;
-        match root {
-            Root::Object(top) => top.into_head(),
-            Root::Other(found) => Err(CheckpointError::NotAnObject { found }),
-        }
+        parse_json(serde_json::Deserializer::from_str(text), seed)
     }
 }
+
+/// Reads the root object through `seed`, then checks that nothing but whitespace follows.
+fn parse_json<'de, R: serde_json::de::Read<'de>>(
+    mut deserializer: serde_json::Deserializer<R>,
+    seed: RootSeed<'_, 'de>,
+) -> Result<CheckpointHead<'de>, CheckpointError> {
+    let root = seed
+        .deserialize(&mut deserializer)
+        .map_err(CheckpointError::Json)?;
+    deserializer.end().map_err(CheckpointError::Json)?;
+    match root {
+        Root::Object(top) => top.into_head(),
+        Root::Other(found) => Err(CheckpointError::NotAnObject { found }),
+    }
+}
+
+/// Bytes [`Checkpoint::parse_reader`] takes from its reader at a time.
+const READ_BUFFER_BYTES: usize = 64 << 10;
 
 /// What [`Checkpoint::parse_streaming`] hands its sink.
 #[derive(Debug)]
@@ -585,8 +616,9 @@ impl<'de> Visitor<'de> for EntryVisitor {
         let mut tensor = TensorMeta::default();
         while let Some(field) = map.next_key::<EntryField>()? {
             let raw = |map: &mut A| {
-                map.next_value::<&'de RawValue>()
-                    .map(|r| Some(Cow::Borrowed(r)))
+                // Owned, so that the same visitor reads a payload streamed from a reader.
+                map.next_value::<Box<RawValue>>()
+                    .map(|r| Some(Cow::Owned(r)))
             };
             match field {
                 EntryField::Offset => offset = map.next_value::<Scalar>()?.integer(),

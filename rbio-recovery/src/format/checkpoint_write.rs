@@ -62,17 +62,31 @@ impl CheckpointWriter {
     /// Appends one entry. Keys are written as given: the writer does not look for duplicates.
     /// Absent tensor metadata is written as `null`, as LMCache writes a missing value.
     pub fn push(&mut self, key: &str, fields: &EntryFields<'_>) {
+        let texts = fields.tensor.texts();
+        self.push_texts(key, fields.offset_bytes, fields.size_bytes, texts);
+    }
+
+    /// Appends one entry from its parts: `tensor_texts` are the JSON texts of `shape`,
+    /// `dtype`, `fmt` and `cached_positions` (`None` writes `null`), as
+    /// [`crate::TensorMeta::texts`] gives them.
+    pub fn push_texts(
+        &mut self,
+        key: &str,
+        offset_bytes: u64,
+        size_bytes: u64,
+        tensor_texts: [Option<&str>; 4],
+    ) {
         let out = &mut self.out;
         if self.entry_count > 0 {
             out.push(b',');
         }
         write_json_string(out, key);
         out.extend_from_slice(b":{\"offset\":");
-        write_decimal(out, fields.offset_bytes);
+        write_decimal(out, offset_bytes);
         out.extend_from_slice(b",\"size\":");
-        write_decimal(out, fields.size_bytes);
+        write_decimal(out, size_bytes);
         let names = ["shape", "dtype", "fmt", "cached_positions"];
-        for (name, text) in names.into_iter().zip(fields.tensor.texts()) {
+        for (name, text) in names.into_iter().zip(tensor_texts) {
             write_name(out, name);
             write_raw_json(out, text.unwrap_or("null"));
         }
