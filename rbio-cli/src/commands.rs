@@ -366,6 +366,7 @@ mod tests {
             tag: 0,
             offset_bytes: 0,
             len_bytes: 4096,
+            placement_id: None,
         };
         let error = OpError {
             info,

@@ -104,6 +104,7 @@ mod tests {
             tag: 0,
             offset_bytes: 300,
             len_bytes: 100,
+            placement_id: None,
         };
         assert_eq!(transfer(&device, &info, Some(&mut buffer)), Ok(100));
         assert_eq!(buffer.as_slice()[0], (300 % 256) as u8);
@@ -119,6 +120,7 @@ mod tests {
             tag: 0,
             offset_bytes: 0,
             len_bytes: 0,
+            placement_id: None,
         };
         assert_eq!(transfer(&device, &flush, None), Ok(0));
         assert_eq!(std::fs::read(file.path()).unwrap()[300..400], [9; 100]);
@@ -135,6 +137,7 @@ mod tests {
             tag: 0,
             offset_bytes: 700,
             len_bytes: 512,
+            placement_id: None,
         };
         assert_eq!(
             transfer(&device, &info, Some(&mut buffer)),

@@ -29,6 +29,7 @@ impl OpSpec {
                 tag,
                 offset_bytes,
                 len_bytes,
+                placement_id: None,
             },
         }
     }
@@ -41,6 +42,7 @@ impl OpSpec {
                 tag,
                 offset_bytes,
                 len_bytes,
+                placement_id: None,
             },
         }
     }
@@ -53,6 +55,7 @@ impl OpSpec {
                 tag,
                 offset_bytes: 0,
                 len_bytes: 0,
+                placement_id: None,
             },
         }
     }

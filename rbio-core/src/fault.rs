@@ -402,6 +402,7 @@ mod tests {
             tag: 0,
             offset_bytes,
             len_bytes: 4096,
+            placement_id: None,
         }
     }
 

@@ -166,6 +166,27 @@ def test_batched_write_misuse(image):
     device.close()
 
 
+def test_write_uring_checks_placement_ids_and_ignores_them_off_uring_cmd(image):
+    """Placement ids reach the device only on the uring_cmd (NVMe) path; elsewhere they are
+    validated with LMCache's errors and the write goes through as if there were none."""
+    device = open_device(image, "io_uring")
+    with pytest.raises(ValueError, match="placement_id must not be 0; use None to omit the FDP directive"):
+        device.write_uring(0, b"x", 1, placement_id=0)
+    with pytest.raises(ValueError, match="placement_id 65536 out of range 1..=65535"):
+        device.write_uring(0, b"x", 1, placement_id=65536)
+    with pytest.raises(OverflowError):
+        device.write_uring(0, b"x", 1, placement_id=-1)
+    device.write_uring(8192, b"placed", 6, total_len=4096, placement_id=65535)
+    ok, errors = device.wait_iouring(
+        device.batched_write([0, 4096], [b"one", b"two"], [3, 3], placement_ids=[None, 1])
+    )
+    assert (ok, errors) == ([True, True], [])
+    raw = image.read_bytes()
+    assert raw[8192:8198] == b"placed" and raw[8198:12288] == bytes(4090)
+    assert raw[0:3] == b"one" and raw[4096:4099] == b"two"
+    device.close()
+
+
 def test_posix_device_has_no_ring(image):
     device = open_device(image, "posix")
     assert device.wait_iouring(1) == ([], [])

@@ -345,6 +345,7 @@ fn faulted_state(
         tag: 0,
         offset_bytes,
         len_bytes: HEADER_READ_BYTES,
+        placement_id: None,
     };
     let error = match plan.fault_for(&read) {
         Some(Fault::Fail(error)) => error.clone(),

@@ -154,6 +154,7 @@ mod tests {
             addr: 0x1000,
             len_bytes,
             buf_index,
+            placement_id: None,
         }
     }
 

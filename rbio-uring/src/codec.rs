@@ -22,6 +22,9 @@ pub(crate) struct PieceRequest {
     pub(crate) len_bytes: usize,
     /// The registered buffer holding `addr`, if the buffer is in the registered arena.
     pub(crate) buf_index: Option<u16>,
+    /// The write's FDP placement identifier ([`OpInfo::placement_id`](rbio_core::OpInfo));
+    /// only the NVMe codec sends it.
+    pub(crate) placement_id: Option<u16>,
 }
 
 /// An SQE for a piece, and how many bytes it asks for (possibly fewer than requested, when a

@@ -87,6 +87,7 @@ impl Slot {
             },
             len_bytes: info.len_bytes - self.done_bytes,
             buf_index: self.buf_index,
+            placement_id: info.placement_id,
         }
     }
 

@@ -17,6 +17,10 @@ use rbio_uring::{check_nvme_char_device, NvmeNamespace, NvmeOpenError};
 #[path = "nvme_guest/engine.rs"]
 mod engine;
 
+// Flexible Data Placement on a controller without it.
+#[path = "nvme_guest/fdp.rs"]
+mod fdp;
+
 const PAGE_BYTES: usize = 4096;
 
 /// One device the rig made, with what it should report.

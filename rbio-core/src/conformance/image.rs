@@ -38,6 +38,7 @@ pub fn write_pattern(device: &Arc<Device>, offset_bytes: u64, len_bytes: u64) {
             tag: 0,
             offset_bytes: cursor,
             len_bytes: chunk_bytes,
+            placement_id: None,
         };
         let written = blocking::transfer(device, &info, Some(&mut chunk));
         assert_eq!(
@@ -63,6 +64,7 @@ pub fn read_back(device: &Arc<Device>, offset_bytes: u64, len_bytes: usize) -> V
         tag: 0,
         offset_bytes: start,
         len_bytes: (end - start) as usize,
+        placement_id: None,
     };
     let read = blocking::transfer(device, &info, Some(&mut buffer));
     assert_eq!(read, Ok(info.len_bytes), "conformance: reading back {info}");

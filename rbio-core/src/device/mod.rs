@@ -264,6 +264,7 @@ impl Device {
             tag: 0,
             offset_bytes: 0,
             len_bytes,
+            placement_id: None,
         };
         !matches!(
             crate::blocking::transfer(self, &info, Some(&mut buffer)),

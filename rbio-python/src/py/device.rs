@@ -50,6 +50,8 @@ pub struct RawBlockDevice {
     closed: AtomicBool,
     uring: bool,
     namespace: Option<Namespace>,
+    /// The namespace handle `fetch_fdp_status` asks (`use_uring_cmd` only).
+    fdp: Option<rbio_uring::NvmeNamespace>,
     direct: bool,
     alignment: u64,
     buffer_align_bytes: usize,
@@ -189,6 +191,12 @@ impl RawBlockDevice {
         Ok(())
     }
 
+    /// The placement id a write sends: only the uring_cmd path sends one (LMCache ignores
+    /// them on every other path).
+    fn placement(&self, placement_id: Option<u16>) -> Option<u16> {
+        self.namespace.and(placement_id)
+    }
+
     fn new_batch_id(&self) -> u64 {
         self.next_batch_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -273,7 +281,7 @@ impl RawBlockDevice {
             .direct(direct)
             .open(&path)
             .map_err(|error| open_failed(&error))?;
-        let (namespace, size_bytes) = if use_uring_cmd {
+        let (namespace, fdp, size_bytes) = if use_uring_cmd {
             let opened = rbio_uring::NvmeNamespace::open(&path).map_err(|error| {
                 runtime(format!(
                     "NVMe identify failed: {}",
@@ -291,9 +299,10 @@ impl RawBlockDevice {
                     namespace.lba_bytes
                 )));
             }
-            (Some(namespace), info.size_bytes())
+            let size_bytes = info.size_bytes();
+            (Some(namespace), Some(opened), size_bytes)
         } else {
-            (None, device.size_bytes())
+            (None, None, device.size_bytes())
         };
         let window = iouring_queue_depth.clamp(1, WINDOW_MAX as i64) as usize;
         let kind = match (uring, use_uring_cmd) {
@@ -326,6 +335,7 @@ impl RawBlockDevice {
             closed: AtomicBool::new(false),
             uring,
             namespace,
+            fdp,
             direct,
             alignment,
             buffer_align_bytes,
@@ -368,18 +378,22 @@ impl RawBlockDevice {
             .ok_or_else(|| runtime("NVMe LBA size not available (use_uring_cmd not enabled)"))
     }
 
-    /// FDP reclaim unit handle status (`use_uring_cmd` only). rbio does not issue the NVMe
-    /// IO Management Receive command yet: on a passthrough device this raises RuntimeError.
-    fn fetch_fdp_status(&self) -> PyResult<Vec<(u16, u16)>> {
-        if self.namespace.is_none() {
+    /// FDP reclaim unit handle status (`use_uring_cmd` only): `(placement_id, ruh_id)` per
+    /// reclaim unit handle, from NVMe I/O Management Receive. Runs without the GIL.
+    fn fetch_fdp_status(&self, py: Python<'_>) -> PyResult<Vec<(u16, u16)>> {
+        let Some(namespace) = &self.fdp else {
             return Err(runtime(
                 "fetch_fdp_status requires use_uring_cmd to be enabled",
             ));
-        }
+        };
         self.live()?;
-        Err(runtime(
-            "NVMe FDP reclaim unit handle status: not supported by rbio (no IO Management Receive command)",
-        ))
+        let descriptors = py
+            .detach(|| namespace.reclaim_unit_handle_status())
+            .map_err(|error| fdp_status_error(&error))?;
+        Ok(descriptors
+            .iter()
+            .map(|descriptor| (descriptor.placement_id, descriptor.ruh_id))
+            .collect())
     }
 
     /// `(registered, total bytes)` of the regions given to `register_fixed_buffers`.
@@ -512,9 +526,11 @@ impl RawBlockDevice {
         {
             return Err(value("payload_lens must have same length as offsets"));
         }
-        for id in placement_ids.iter().flatten().flatten() {
-            check_placement_id(*id)?;
-        }
+        let placement_ids = placement_ids
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| id.map(check_placement_id).transpose())
+            .collect::<PyResult<Vec<_>>>()?;
         let exports = buffers
             .iter()
             .map(|buffer| Export::get(buffer, false))
@@ -531,8 +547,10 @@ impl RawBlockDevice {
         py.detach(|| {
             let mut ops = Vec::with_capacity(count);
             for (op_index, spec) in specs.iter().enumerate() {
+                let placement_id = self.placement(placement_ids.get(op_index).copied().flatten());
                 let op = self.write_op(op_index, spec);
-                ops.push(op.map_err(|failure| op_error(&failure, Surface::Uring))?);
+                let op = op.map_err(|failure| op_error(&failure, Surface::Uring))?;
+                ops.push(op.with_placement_id(placement_id));
             }
             self.submit(batch_id, ops)
         })?;
@@ -664,13 +682,13 @@ impl RawBlockDevice {
         placement_id: Option<u64>,
     ) -> PyResult<()> {
         self.live_uring()?;
-        if let Some(id) = placement_id {
-            check_placement_id(id)?;
-        }
+        let placement_id = self.placement(placement_id.map(check_placement_id).transpose()?);
         let export = Export::get(data, false)?;
         let total_bytes = total_len.unwrap_or(payload_len);
         let spec = self.write_spec(offset, &export, payload_len, total_bytes)?;
-        let outcome = self.run_one(py, || self.write_op(0, &spec))?;
+        let outcome = self.run_one(py, || {
+            Ok(self.write_op(0, &spec)?.with_placement_id(placement_id))
+        })?;
         outcome
             .map(drop)
             .map_err(|failure| op_error(&failure, Surface::Uring))
@@ -696,12 +714,27 @@ impl RawBlockDevice {
     }
 }
 
-fn check_placement_id(id: u64) -> PyResult<()> {
-    match id {
-        0 => Err(value(
+/// A caller's placement id as NVMe's 16 bits, with LMCache's errors (0 is refused: `None`
+/// omits the directive).
+fn check_placement_id(id: u64) -> PyResult<u16> {
+    match u16::try_from(id) {
+        Ok(0) => Err(value(
             "placement_id must not be 0; use None to omit the FDP directive",
         )),
-        1..=65535 => Ok(()),
-        _ => Err(value(format!("placement_id {id} out of range 1..=65535"))),
+        Ok(id) => Ok(id),
+        Err(_) => Err(value(format!("placement_id {id} out of range 1..=65535"))),
+    }
+}
+
+/// LMCache's exceptions for a failed FDP status: the syscall's `OSError`, or a
+/// `RuntimeError` with the controller's status field.
+fn fdp_status_error(error: &rbio_uring::FdpStatusError) -> PyErr {
+    const WHAT: &str = "NVMe FDP reclaim unit handle status ioctl failed";
+    match error {
+        rbio_uring::FdpStatusError::Os(errno) => PyOSError::new_err((errno.0, WHAT)),
+        rbio_uring::FdpStatusError::Nvme { status_field, .. } => {
+            runtime(format!("{WHAT}: NVMe status {status_field:#x}"))
+        }
+        other => runtime(format!("{WHAT}: {other}")),
     }
 }

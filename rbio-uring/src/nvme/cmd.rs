@@ -10,6 +10,13 @@ use super::abi::NvmeUringCmd;
 /// The most logical blocks one read or write can move: NLB is a zero-based 16-bit field.
 pub const NVME_BLOCK_COUNT_MAX: u32 = 1 << 16;
 
+/// Directive type 2, data placement (Flexible Data Placement), in a write's cdw12 DTYPE.
+const DIRECTIVE_TYPE_DATA_PLACEMENT: u32 = 2;
+/// Where DTYPE (bits 23:20) sits in cdw12.
+const CDW12_DTYPE_SHIFT: u32 = 20;
+/// Where DSPEC (bits 31:16) sits in cdw13.
+const CDW13_DSPEC_SHIFT: u32 = 16;
+
 /// The smallest LBA data size NVMe allows (LBADS >= 9).
 const LBA_BYTES_MIN: u32 = 512;
 /// The largest LBA data size rbio accepts; larger formats exist only on paper.
@@ -45,6 +52,9 @@ pub struct NvmeIo {
     pub addr: u64,
     /// Length of the data buffer; must equal `block_count` times the LBA size.
     pub data_len_bytes: u32,
+    /// A write's FDP placement identifier, sent as the data placement directive (DTYPE 2 in
+    /// cdw12 bits 23:20, DSPEC in cdw13 bits 31:16); `None` sends no directive.
+    pub placement_id: Option<u16>,
 }
 
 /// Why an [`NvmeIo`] could not be encoded.
@@ -74,6 +84,11 @@ pub enum NvmeEncodeError {
     },
     /// A flush was given blocks, a buffer or a starting LBA.
     FlushWithData,
+    /// A read or flush was given a placement identifier; only writes are placed.
+    PlacementNotWrite {
+        /// The operation given one.
+        opcode: NvmeIoOpcode,
+    },
 }
 
 impl fmt::Display for NvmeEncodeError {
@@ -99,6 +114,14 @@ impl fmt::Display for NvmeEncodeError {
             NvmeEncodeError::FlushWithData => {
                 write!(f, "nvme flush given blocks, a buffer or a start lba")
             }
+            NvmeEncodeError::PlacementNotWrite { opcode } => {
+                let name = match opcode {
+                    NvmeIoOpcode::Flush => "flush",
+                    NvmeIoOpcode::Write => "write",
+                    NvmeIoOpcode::Read => "read",
+                };
+                write!(f, "nvme {name} given a placement id; only writes are placed")
+            }
         }
     }
 }
@@ -115,20 +138,27 @@ impl NvmeIo {
             block_count: 0,
             addr: 0,
             data_len_bytes: 0,
+            placement_id: None,
         }
     }
 
     /// The `struct nvme_uring_cmd` for this operation on a namespace formatted with `format`.
     ///
     /// SLBA goes to cdw10 (low 32 bits) and cdw11 (high 32 bits); the zero-based block count
-    /// to cdw12 bits 15:0; every other field stays zero (no FUA, no protection information,
-    /// the kernel's default timeout).
+    /// to cdw12 bits 15:0; a write's placement identifier to DTYPE 2 (cdw12 bits 23:20) and
+    /// DSPEC (cdw13 bits 31:16); every other field stays zero (no FUA, no protection
+    /// information, the kernel's default timeout).
     ///
     /// # Errors
     ///
     /// [`NvmeEncodeError`] when the count, the buffer length or the range is impossible;
     /// nothing is checked against the namespace size (the device answers that).
     pub fn encode(&self, format: LbaFormat) -> Result<NvmeUringCmd, NvmeEncodeError> {
+        if self.placement_id.is_some() && self.opcode != NvmeIoOpcode::Write {
+            return Err(NvmeEncodeError::PlacementNotWrite {
+                opcode: self.opcode,
+            });
+        }
         if self.opcode == NvmeIoOpcode::Flush {
             return self.encode_flush();
         }
@@ -156,6 +186,13 @@ impl NvmeIo {
             });
         }
         let block_count_zero_based = self.block_count - 1;
+        let (directive_cdw12, cdw13) = match self.placement_id {
+            Some(placement_id) => (
+                DIRECTIVE_TYPE_DATA_PLACEMENT << CDW12_DTYPE_SHIFT,
+                u32::from(placement_id) << CDW13_DSPEC_SHIFT,
+            ),
+            None => (0, 0),
+        };
         Ok(NvmeUringCmd {
             opcode: self.opcode as u8,
             nsid: self.nsid,
@@ -163,7 +200,8 @@ impl NvmeIo {
             data_len: self.data_len_bytes,
             cdw10: (self.start_lba & 0xffff_ffff) as u32,
             cdw11: (self.start_lba >> 32) as u32,
-            cdw12: block_count_zero_based & 0xffff,
+            cdw12: (block_count_zero_based & 0xffff) | directive_cdw12,
+            cdw13,
             ..NvmeUringCmd::default()
         })
     }
@@ -449,6 +487,7 @@ mod tests {
             block_count,
             addr: 0x7f00_1234_5000,
             data_len_bytes,
+            placement_id: None,
         }
     }
 
@@ -492,6 +531,69 @@ mod tests {
         assert_eq!(bytes[0], 0x01);
         assert_eq!(&bytes[48..52], &[0xff, 0xff, 0, 0]);
         assert_eq!(dword_at(&bytes, 36), 256 << 20);
+    }
+
+    #[test]
+    fn a_placed_write_carries_dtype_2_in_cdw12_and_the_id_in_cdw13_dspec() {
+        let io = NvmeIo {
+            opcode: NvmeIoOpcode::Write,
+            placement_id: Some(0xbeef),
+            ..read(0x10, 8, 8 * 512)
+        };
+        let bytes = io.encode(LbaFormat::LBA_512).unwrap().to_bytes();
+        assert_eq!(bytes[0], 0x01, "nvme write");
+        assert_eq!(dword_at(&bytes, 40), 0x10, "cdw10 = slba low");
+        assert_eq!(
+            dword_at(&bytes, 48),
+            (2 << 20) | 7,
+            "cdw12 = dtype 2 in bits 23:20 | nlb zero-based"
+        );
+        assert_eq!(dword_at(&bytes, 52), 0xbeef << 16, "cdw13 = dspec in 31:16");
+        assert!(bytes[56..72].iter().all(|&b| b == 0), "cdw14..rsvd2 zero");
+        let unplaced = NvmeIo {
+            placement_id: None,
+            ..io
+        };
+        let bytes = unplaced.encode(LbaFormat::LBA_512).unwrap().to_bytes();
+        assert_eq!(
+            dword_at(&bytes, 48),
+            7,
+            "no directive without a placement id"
+        );
+        assert_eq!(dword_at(&bytes, 52), 0);
+        let zero = NvmeIo {
+            placement_id: Some(0),
+            ..io
+        };
+        let bytes = zero.encode(LbaFormat::LBA_512).unwrap().to_bytes();
+        assert_eq!(
+            dword_at(&bytes, 48),
+            (2 << 20) | 7,
+            "placement id 0 (handle 0) is a directive too"
+        );
+    }
+
+    #[test]
+    fn reads_and_flushes_refuse_a_placement_id() {
+        let placed_read = NvmeIo {
+            placement_id: Some(1),
+            ..read(0, 1, 512)
+        };
+        assert_eq!(
+            placed_read.encode(LbaFormat::LBA_512),
+            Err(NvmeEncodeError::PlacementNotWrite {
+                opcode: NvmeIoOpcode::Read
+            })
+        );
+        let placed_flush = NvmeIo {
+            placement_id: Some(1),
+            ..NvmeIo::flush(1)
+        };
+        let error = placed_flush.encode(LbaFormat::LBA_512).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "nvme flush given a placement id; only writes are placed"
+        );
     }
 
     #[test]
@@ -644,6 +746,7 @@ mod tests {
                 block_count: piece.block_count,
                 addr: 0x1000 + piece.buffer_offset_bytes,
                 data_len_bytes: piece.block_count * fmt.lba_bytes(),
+                placement_id: None,
             };
             assert!(io.encode(fmt).is_ok(), "{piece:?}");
         }

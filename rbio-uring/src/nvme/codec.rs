@@ -106,6 +106,9 @@ impl NvmeCodec {
             block_count: piece.block_count,
             addr: request.addr as u64,
             data_len_bytes: piece.block_count * self.format().lba_bytes(),
+            placement_id: request
+                .placement_id
+                .filter(|_| opcode == NvmeIoOpcode::Write),
         })
     }
 
@@ -258,6 +261,7 @@ mod tests {
             addr: 0x7f00_1234_0000,
             len_bytes,
             buf_index: None,
+            placement_id: None,
         }
     }
 
@@ -346,6 +350,28 @@ mod tests {
         assert_eq!(u32_at(cmd, 40), 0, "cdw10: slba low");
         assert_eq!(u32_at(cmd, 44), 5, "cdw11: slba high");
         assert_eq!(u32_at(cmd, 48), 0, "cdw12: one block");
+    }
+
+    #[test]
+    fn a_write_with_a_placement_id_carries_the_data_placement_directive() {
+        let codec = codec(4096, FileTarget::Raw(7));
+        let placed = PieceRequest {
+            placement_id: Some(9),
+            ..request(OpKind::Write, 8192, 8192)
+        };
+        let bytes = sqe_bytes(&codec.prepare(&placed).unwrap().sqe);
+        let cmd = &bytes[SQE_CMD_AT..];
+        assert_eq!(cmd[0], 0x01, "nvme write");
+        assert_eq!(u32_at(cmd, 48), (2 << 20) | 1, "cdw12: dtype 2, two blocks");
+        assert_eq!(u32_at(cmd, 52), 9 << 16, "cdw13: dspec = placement id");
+        let unplaced = sqe_bytes(
+            &codec
+                .prepare(&request(OpKind::Write, 8192, 8192))
+                .unwrap()
+                .sqe,
+        );
+        assert_eq!(u32_at(&unplaced[SQE_CMD_AT..], 48), 1, "cdw12 without");
+        assert_eq!(u32_at(&unplaced[SQE_CMD_AT..], 52), 0, "cdw13 without");
     }
 
     #[test]

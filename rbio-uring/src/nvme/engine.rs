@@ -34,6 +34,9 @@ use crate::ring::Ring;
 ///   segment limit, [`NvmeNamespaceInfo::max_transfer_bytes_at`]) is sent as several commands
 ///   one after another and completes once, with its full length.
 /// - A flush is an NVMe Flush of the namespace.
+/// - A write whose [`OpInfo::placement_id`](rbio_core::OpInfo::placement_id) is set carries
+///   the Flexible Data Placement directive (DTYPE 2, DSPEC the placement id); a controller
+///   without FDP may ignore it (QEMU 7.2 does) or refuse the write with its status.
 /// - The controller's refusals come back as [`IoError::Nvme`] with status type, code and
 ///   do-not-retry bit; the engine refuses operations past the namespace's end itself
 ///   ([`IoError::OutOfRange`], as every engine does) unless built with

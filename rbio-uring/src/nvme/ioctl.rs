@@ -17,11 +17,16 @@ use super::abi::{
     NvmeAdminCmd, NvmePassthruCmd, NVME_IOCTL_ADMIN_CMD, NVME_IOCTL_ID, NVME_IOCTL_IO_CMD,
 };
 use super::cmd::{LbaError, NvmeIo, NvmeIoOpcode};
+use super::fdp::{
+    parse_ruh_status, ruh_status_command, FdpStatusError, RuhStatusDescriptor, RUH_STATUS_BYTES_MAX,
+};
 use super::namespace::NvmeNamespace;
-use super::status::nvme_res_to_result;
+use super::status::{decode_nvme_status, nvme_res_to_result};
 
 /// Admin opcode of Identify.
 const ADMIN_OPCODE_IDENTIFY: u8 = 0x06;
+/// The first Reclaim Unit Handle Status buffer: a page, room for 127 descriptors.
+const RUH_STATUS_FIRST_BYTES: usize = 4096;
 /// Bytes of every Identify data structure.
 pub(crate) const IDENTIFY_PAGE_BYTES: usize = 4096;
 
@@ -41,22 +46,50 @@ pub(crate) fn namespace_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
 ///
 /// # Safety
 ///
-/// `cmd`, as the controller behind `fd` reads it, moves at most `buf.len()` bytes: the kernel
-/// maps only `buf`, and a controller that moves more writes past it (a read's blocks × the
-/// namespace's real LBA size, an admin command's data structure).
+/// As [`passthru_status`].
 unsafe fn passthru(
     fd: BorrowedFd<'_>,
     request: u32,
     cmd: &mut NvmePassthruCmd,
     buf: &mut [u8],
 ) -> Result<u32, IoError> {
-    assert_eq!(cmd.metadata, 0, "passthrough with a metadata buffer");
-    assert_eq!(cmd.metadata_len, 0, "passthrough with a metadata length");
-    let Ok(data_len_bytes) = u32::try_from(buf.len()) else {
+    if u32::try_from(buf.len()).is_err() {
         return Err(IoError::Unsupported {
             what: "a passthrough buffer of 4 GiB or more",
         });
-    };
+    }
+    // SAFETY: the caller's promise, passed on.
+    let status = unsafe { passthru_status(fd, request, cmd, buf) }.map_err(IoError::Os)?;
+    nvme_res_to_result(status)?;
+    Ok(cmd.result)
+}
+
+/// Runs one passthrough command through `request` with `buf` as its whole data buffer and
+/// returns the ioctl's value: 0, or the NVMe status field as the kernel gives it (see
+/// `status.rs`); the completion's dword 0 is left in `cmd.result`.
+///
+/// # Errors
+///
+/// The errno when the ioctl fails.
+///
+/// # Panics
+///
+/// If `buf` is 4 GiB or more (callers check).
+///
+/// # Safety
+///
+/// `cmd`, as the controller behind `fd` reads it, moves at most `buf.len()` bytes: the kernel
+/// maps only `buf`, and a controller that moves more writes past it (a read's blocks × the
+/// namespace's real LBA size, an admin command's data structure).
+unsafe fn passthru_status(
+    fd: BorrowedFd<'_>,
+    request: u32,
+    cmd: &mut NvmePassthruCmd,
+    buf: &mut [u8],
+) -> Result<i32, Errno> {
+    assert_eq!(cmd.metadata, 0, "passthrough with a metadata buffer");
+    assert_eq!(cmd.metadata_len, 0, "passthrough with a metadata length");
+    let data_len_bytes = u32::try_from(buf.len()).expect("passthrough buffer under 4 GiB");
     cmd.addr = buf.as_mut_ptr() as u64;
     cmd.data_len = data_len_bytes;
     cmd.result = 0;
@@ -68,10 +101,9 @@ unsafe fn passthru(
     // no more than `buf` holds.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, cmd_ptr) };
     if ret < 0 {
-        return Err(IoError::Os(Errno::last()));
+        return Err(Errno::last());
     }
-    nvme_res_to_result(ret)?;
-    Ok(cmd.result)
+    Ok(ret)
 }
 
 /// Identify with `cns` for `nsid` through `NVME_IOCTL_ADMIN_CMD`: the 4096-byte data structure.
@@ -91,6 +123,43 @@ pub(crate) fn identify(
     // size of `page`.
     unsafe { passthru(fd, NVME_IOCTL_ADMIN_CMD, &mut cmd, &mut page[..]) }?;
     Ok(page)
+}
+
+/// The Reclaim Unit Handle Status of `namespace` through the synchronous
+/// `NVME_IOCTL_IO_CMD`: first into a page, then, if the header counts more descriptors than
+/// a page holds, once more into a buffer of exactly their size. See
+/// [`NvmeNamespace::reclaim_unit_handle_status`].
+pub(crate) fn reclaim_unit_handle_status(
+    namespace: &NvmeNamespace,
+) -> Result<Vec<RuhStatusDescriptor>, FdpStatusError> {
+    let first = ruh_status_into(namespace, RUH_STATUS_FIRST_BYTES)?;
+    match parse_ruh_status(&first) {
+        Err(FdpStatusError::Truncated { needed_bytes, .. })
+            if needed_bytes > first.len() && needed_bytes <= RUH_STATUS_BYTES_MAX =>
+        {
+            let whole = ruh_status_into(namespace, needed_bytes)?;
+            parse_ruh_status(&whole)
+        }
+        parsed => parsed,
+    }
+}
+
+/// One Reclaim Unit Handle Status command into a fresh buffer of `len_bytes`.
+fn ruh_status_into(namespace: &NvmeNamespace, len_bytes: usize) -> Result<Vec<u8>, FdpStatusError> {
+    let mut buf = vec![0u8; len_bytes];
+    let mut cmd = ruh_status_command(namespace.info().nsid(), len_bytes);
+    // SAFETY: NUMD asks for exactly `len_bytes / 4` dwords (`ruh_status_command`), and the
+    // controller returns at most the dwords NUMD asks for (NVMe base spec, I/O Management
+    // Receive), so it moves at most `buf.len()` bytes.
+    let status = unsafe { passthru_status(namespace.fd(), NVME_IOCTL_IO_CMD, &mut cmd, &mut buf) };
+    match status {
+        Ok(0) => Ok(buf),
+        Ok(status_field) => Err(FdpStatusError::Nvme {
+            status: decode_nvme_status(status_field.unsigned_abs()),
+            status_field: u16::try_from(status_field).unwrap_or(u16::MAX),
+        }),
+        Err(errno) => Err(FdpStatusError::Os(errno)),
+    }
 }
 
 /// Reads `buf.len()` bytes at `offset_bytes` of `namespace` with NVMe Read commands through
@@ -125,6 +194,7 @@ pub(crate) fn read_blocking(
             block_count: piece.block_count,
             addr: piece_buf.as_mut_ptr() as u64,
             data_len_bytes: len_bytes,
+            placement_id: None,
         };
         let encoded = io
             .encode(format)

@@ -1,5 +1,5 @@
-//! NVMe passthrough: the kernel ABI, the typed command encoder, Identify, transfer limits and
-//! status decoding, and the engine built on them.
+//! NVMe passthrough: the kernel ABI, the typed command encoder, Identify, transfer limits,
+//! status decoding, Flexible Data Placement status, and the engine built on them.
 //!
 //! Only `ioctl.rs` contains `unsafe` (the synchronous ioctls; `codec.rs` has one more, in a
 //! test, to look at an SQE's bytes); everything else is plain data and arithmetic, tested on
@@ -13,6 +13,7 @@ mod abi;
 mod cmd;
 mod codec;
 mod engine;
+mod fdp;
 mod identify;
 mod ioctl;
 mod limits;
@@ -30,6 +31,10 @@ pub use cmd::{
     NVME_BLOCK_COUNT_MAX,
 };
 pub use engine::{NvmeBuilder, NvmeEngine, NvmeSetupError};
+pub use fdp::{
+    parse_ruh_status, ruh_status_len_bytes, FdpStatusError, RuhStatusDescriptor,
+    RUH_STATUS_BYTES_MAX, RUH_STATUS_DESCRIPTOR_BYTES, RUH_STATUS_HEADER_BYTES,
+};
 pub use identify::{
     parse_identify_controller_mdts, parse_identify_namespace, IdentifyError, IdentifyNamespace,
     NvmeNamespaceInfo,

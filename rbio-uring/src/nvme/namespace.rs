@@ -7,8 +7,9 @@ use std::path::Path;
 
 use rbio_core::IoError;
 
+use super::fdp::{FdpStatusError, RuhStatusDescriptor};
 use super::identify::NvmeNamespaceInfo;
-use super::ioctl::read_blocking;
+use super::ioctl::{read_blocking, reclaim_unit_handle_status};
 use super::open::{check_nvme_char_device, NvmeOpenError};
 
 /// An NVMe namespace's generic char device (`/dev/ngXnY`), open read-only, with its
@@ -67,6 +68,19 @@ impl NvmeNamespace {
     /// [`IoError::Os`].
     pub fn read_blocking(&self, offset_bytes: u64, buf: &mut [u8]) -> Result<(), IoError> {
         read_blocking(self, offset_bytes, buf)
+    }
+
+    /// The namespace's Flexible Data Placement reclaim unit handles, one descriptor per
+    /// placement identifier, from NVMe I/O Management Receive (Reclaim Unit Handle Status)
+    /// through the synchronous `NVME_IOCTL_IO_CMD`.
+    ///
+    /// # Errors
+    ///
+    /// [`FdpStatusError::Nvme`] when the controller refuses (no FDP, or FDP not enabled on
+    /// the namespace's endurance group), [`FdpStatusError::Os`] when the ioctl fails, and
+    /// [`FdpStatusError::Truncated`] when the answer is shorter than it says.
+    pub fn reclaim_unit_handle_status(&self) -> Result<Vec<RuhStatusDescriptor>, FdpStatusError> {
+        reclaim_unit_handle_status(self)
     }
 
     /// The open descriptor, for the ioctls.

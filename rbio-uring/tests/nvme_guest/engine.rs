@@ -24,7 +24,11 @@ fn block_path(expected: &Expected) -> PathBuf {
 }
 
 /// A writable engine on `expected`'s namespace; `pool` registered as fixed buffers if given.
-fn writable_engine(expected: &Expected, window: usize, pool: Option<&BufferPool>) -> NvmeEngine {
+pub(super) fn writable_engine(
+    expected: &Expected,
+    window: usize,
+    pool: Option<&BufferPool>,
+) -> NvmeEngine {
     let mut builder = NvmeEngine::builder(&expected.path)
         .window(window)
         .write(true);
@@ -37,7 +41,7 @@ fn writable_engine(expected: &Expected, window: usize, pool: Option<&BufferPool>
 }
 
 /// Submits `ops` as one batch and reaps until each completed once; sorted by tag.
-fn run(engine: &mut NvmeEngine, mut ops: Vec<Op>) -> Vec<Completion> {
+pub(super) fn run(engine: &mut NvmeEngine, mut ops: Vec<Op>) -> Vec<Completion> {
     let count = ops.len();
     engine.submit(&mut ops);
     let deadline = Instant::now() + BATCH_TIMEOUT;
@@ -58,7 +62,7 @@ fn run(engine: &mut NvmeEngine, mut ops: Vec<Op>) -> Vec<Completion> {
 }
 
 /// The fill pattern's bytes for `offset_bytes .. offset_bytes + len_bytes`.
-fn fill_bytes(offset_bytes: u64, len_bytes: usize) -> Vec<u8> {
+pub(super) fn fill_bytes(offset_bytes: u64, len_bytes: usize) -> Vec<u8> {
     (offset_bytes..offset_bytes + len_bytes as u64)
         .map(|at| (at & !7).to_le_bytes()[(at & 7) as usize])
         .collect()
@@ -89,7 +93,7 @@ fn write_through_engine(expected: &Expected, offset_bytes: u64, bytes: &[u8]) {
 
 /// Puts the fill pattern back over `offset_bytes .. + len_bytes` and checks it with the
 /// synchronous ioctl path.
-fn restore_fill(expected: &Expected, offset_bytes: u64, len_bytes: usize) {
+pub(super) fn restore_fill(expected: &Expected, offset_bytes: u64, len_bytes: usize) {
     write_through_engine(expected, offset_bytes, &fill_bytes(offset_bytes, len_bytes));
     let mut back = vec![0u8; len_bytes];
     open(expected)
