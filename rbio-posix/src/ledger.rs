@@ -88,8 +88,6 @@ pub(crate) struct Ledger {
     late_count: AtomicU64,
     /// Operations completed as timed out whose job (and buffer) a worker still has.
     held_count: AtomicUsize,
-    /// A held buffer came back since the last reap (its announcement must not be lost).
-    held_returned: AtomicBool,
 }
 
 /// Locks `mutex`. Every update under these locks is complete before anything that can panic,
@@ -120,7 +118,6 @@ impl Ledger {
             timed_out_count: AtomicU64::new(0),
             late_count: AtomicU64::new(0),
             held_count: AtomicUsize::new(0),
-            held_returned: AtomicBool::new(false),
         }
     }
 
@@ -252,11 +249,12 @@ impl Ledger {
         self.done_count.fetch_sub(reaped_count, Ordering::SeqCst);
         if self.signalled.swap(false, Ordering::SeqCst) {
             self.readiness.clear();
-            // Clear first, then look. An announcement made between the swap and the clear
-            // left `signalled` set and its signal cleared, so anything waiting (a completion,
-            // a held buffer back) is signalled again here, whatever `signalled` says.
-            let held_returned = self.held_returned.swap(false, Ordering::SeqCst);
-            if self.done_count.load(Ordering::SeqCst) > 0 || held_returned {
+            // An announcement made between the swap and the clear set the mark again and
+            // lost its signal: unset the mark, so the next announcement signals, and signal
+            // again here for completions still waiting. A lost "held buffer back" needs no
+            // signal: the caller reaping now looks at its pool before it waits again.
+            self.signalled.store(false, Ordering::SeqCst);
+            if self.done_count.load(Ordering::SeqCst) > 0 {
                 self.signalled.store(true, Ordering::SeqCst);
                 self.readiness.signal();
             }
@@ -332,7 +330,6 @@ impl Ledger {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
                 held.checked_sub(1)
             });
-        self.held_returned.store(true, Ordering::SeqCst);
         self.announce();
     }
 
