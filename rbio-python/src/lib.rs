@@ -7,9 +7,11 @@
 //! (module `rbio._rbio`, built only with the `extension-module` feature that maturin turns on)
 //! adds the `Report`, `bringup()`, `inspect()` and `RawBlockDevice` on top.
 
+mod buffers;
 mod worker;
 
 #[cfg(feature = "extension-module")]
 mod py;
 
+pub use buffers::BufferCache;
 pub use worker::{IoWorker, NotAccepting, OpFailure, OpOutcome, WorkerOptions};

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rbio_core::{
-    poll_readable, Buffer, Completion, Engine, IoError, Op, OpKind, Readiness, ReadinessSet, Wait,
+    poll_readable, Buffer, Completion, Engine, IoError, Op, Readiness, ReadinessSet, Wait,
 };
 
 /// The longest the worker sleeps while operations are in flight before reaping again.
@@ -30,7 +30,7 @@ pub enum OpFailure {
     Stopped(String),
 }
 
-/// The outcome of one operation: for a read, its buffer holding the bytes read.
+/// The outcome of one operation: its buffer given back (for a read, holding the bytes read).
 pub type OpOutcome = Result<Option<Buffer>, OpFailure>;
 
 /// The worker refuses new work: it was closed, or it stopped with [`IoWorker::worker_error`].
@@ -39,7 +39,20 @@ pub struct NotAccepting;
 
 struct Batch {
     remaining_count: usize,
-    outcomes: Vec<Option<OpOutcome>>,
+    /// Which operations have completed.
+    done: Vec<bool>,
+    /// Outcomes filed and not yet taken by a waiter, with their operation's index.
+    arrived: Vec<(usize, OpOutcome)>,
+}
+
+impl Batch {
+    fn new(op_count: usize) -> Batch {
+        Batch {
+            remaining_count: op_count,
+            done: vec![false; op_count],
+            arrived: Vec::new(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -64,17 +77,16 @@ impl Shared {
     }
 
     /// Files `outcome` as operation `op_index` of `batch_id`; wakes waiters when the batch is
-    /// complete.
+    /// complete (the worker wakes them once per reap for outcomes that arrive before that).
     fn complete(&self, state: &mut State, batch_id: u64, op_index: usize, outcome: OpOutcome) {
         let Some(batch) = state.batches.get_mut(&batch_id) else {
             return; // Forgotten by close: nobody can wait for it any more.
         };
-        let slot = &mut batch.outcomes[op_index];
         assert!(
-            slot.is_none(),
+            !std::mem::replace(&mut batch.done[op_index], true),
             "operation {op_index} of batch {batch_id} completed twice"
         );
-        *slot = Some(outcome);
+        batch.arrived.push((op_index, outcome));
         batch.remaining_count -= 1;
         if batch.remaining_count == 0 {
             self.batch_done.notify_all();
@@ -160,27 +172,27 @@ impl IoWorker {
             if !state.accepting {
                 return Err(NotAccepting);
             }
-            let batch = Batch {
-                remaining_count: ops.len(),
-                outcomes: (0..ops.len()).map(|_| None).collect(),
-            };
             assert!(
-                state.batches.insert(batch_id, batch).is_none(),
+                state
+                    .batches
+                    .insert(batch_id, Batch::new(ops.len()))
+                    .is_none(),
                 "batch id {batch_id} used twice"
             );
         }
         if ops.is_empty() {
             return Ok(());
         }
+        let ops_count = ops.len();
         if sender.send(Request { batch_id, ops }).is_err() {
             // The worker thread is gone; its exit already failed every batch it knew of.
             let mut state = self.shared.lock();
-            let batch = state.batches.get_mut(&batch_id).expect("inserted above");
-            let why = "the I/O worker has exited".to_owned();
-            for outcome in &mut batch.outcomes {
-                *outcome = Some(Err(OpFailure::Stopped(why.clone())));
+            let why = "the I/O worker has exited";
+            for op_index in 0..ops_count {
+                let failure = Err(OpFailure::Stopped(why.to_owned()));
+                self.shared
+                    .complete(&mut state, batch_id, op_index, failure);
             }
-            batch.remaining_count = 0;
             return Err(NotAccepting);
         }
         self.doorbell.signal();
@@ -190,28 +202,53 @@ impl IoWorker {
     /// Waits until every operation of `batch_id` has completed and takes its outcomes, in
     /// submission order; `None` for an id never submitted or already taken.
     pub fn wait(&self, batch_id: u64) -> Option<Vec<OpOutcome>> {
-        let mut state = self.shared.lock();
-        loop {
-            match state.batches.get(&batch_id) {
-                None => return None,
-                Some(batch) if batch.remaining_count == 0 => break,
-                Some(_) => {
-                    state = self
-                        .shared
-                        .batch_done
-                        .wait(state)
-                        .unwrap_or_else(|p| p.into_inner());
-                }
+        let mut outcomes: Vec<Option<OpOutcome>> = Vec::new();
+        self.wait_each(batch_id, |op_index, outcome| {
+            if outcomes.len() <= op_index {
+                outcomes.resize_with(op_index + 1, || None);
             }
-        }
-        let batch = state.batches.remove(&batch_id).expect("present above");
+            outcomes[op_index] = Some(outcome);
+        })?;
         Some(
-            batch
-                .outcomes
+            outcomes
                 .into_iter()
                 .map(|outcome| outcome.expect("a complete batch has every outcome"))
                 .collect(),
         )
+    }
+
+    /// Waits until every operation of `batch_id` has completed, handing each outcome to
+    /// `each` (with its index in the batch) as soon as it arrives, outside the worker's lock,
+    /// so the caller's work on one outcome overlaps the device's on the others. `None` for an
+    /// id never submitted or already taken (or forgotten by a concurrent close, which may
+    /// leave some outcomes undelivered).
+    pub fn wait_each(&self, batch_id: u64, mut each: impl FnMut(usize, OpOutcome)) -> Option<()> {
+        let mut arrived = Vec::new();
+        let mut state = self.shared.lock();
+        loop {
+            let batch = state.batches.get_mut(&batch_id)?;
+            std::mem::swap(&mut arrived, &mut batch.arrived);
+            let finished = batch.remaining_count == 0;
+            if finished {
+                state.batches.remove(&batch_id);
+            }
+            if arrived.is_empty() && !finished {
+                state = self
+                    .shared
+                    .batch_done
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            drop(state);
+            for (op_index, outcome) in arrived.drain(..) {
+                each(op_index, outcome);
+            }
+            if finished {
+                return Some(());
+            }
+            state = self.shared.lock();
+        }
     }
 
     /// Why the worker stopped on its own, if it did: the engine held operations past the
@@ -338,6 +375,8 @@ impl Run {
             self.shared
                 .complete(&mut state, batch_id, op_index, outcome);
         }
+        // Waiters take outcomes as they arrive, not only whole batches.
+        self.shared.batch_done.notify_all();
     }
 
     /// Gives up on the engine: records `why`, refuses new work and fails everything pending.
@@ -375,10 +414,8 @@ impl Drop for Run {
 }
 
 fn outcome_of(completion: Completion) -> OpOutcome {
-    let kind = completion.info().kind;
     match completion.result() {
-        Ok(_) if kind == OpKind::Read => Ok(completion.into_buffer()),
-        Ok(_) => Ok(None),
+        Ok(_) => Ok(completion.into_buffer()),
         Err(error) => Err(OpFailure::Io(error.clone())),
     }
 }
@@ -469,6 +506,39 @@ mod tests {
         );
         assert!(outcomes[1].is_ok());
         assert_eq!(worker.worker_error(), None);
+    }
+
+    #[test]
+    fn wait_each_hands_over_outcomes_as_they_arrive() {
+        let (_file, device) = image(&[7u8; 8192]);
+        let plan = FaultPlan::new(1)
+            .with(FaultTarget::Offset(0), Fault::Stall)
+            .stall_timeout(Duration::from_millis(200));
+        let engine = FaultyEngine::new(SerialEngine::new(device).unwrap(), plan).unwrap();
+        let worker = IoWorker::start(Box::new(engine), WorkerOptions::default()).unwrap();
+        worker
+            .submit(1, vec![read(0, 4096), read(4096, 4096)])
+            .unwrap();
+        let mut order = Vec::new();
+        worker
+            .wait_each(1, |op_index, outcome| {
+                order.push((op_index, outcome.is_ok()));
+            })
+            .unwrap();
+        // Operation 0 is held until its deadline: operation 1 was handed over before it.
+        assert_eq!(order, vec![(1, true), (0, false)]);
+        assert!(worker.wait_each(1, |_, _| ()).is_none(), "taken once");
+    }
+
+    #[test]
+    fn writes_give_their_buffers_back() {
+        let (_file, device) = image(&[0u8; 4096]);
+        let engine = SerialEngine::new(device).unwrap();
+        let worker = IoWorker::start(Box::new(engine), WorkerOptions::default()).unwrap();
+        let buffer = Buffer::new_aligned(4096, 4096).unwrap();
+        worker.submit(1, vec![Op::write(0, 0, buffer)]).unwrap();
+        let outcome = worker.wait(1).unwrap().pop().unwrap();
+        assert_eq!(outcome.unwrap().unwrap().len_bytes(), 4096);
     }
 
     #[test]

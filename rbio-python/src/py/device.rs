@@ -1,6 +1,7 @@
 //! `rbio.lmcache.RawBlockDevice`: LMCache's native raw_block class (constructor, methods,
 //! results, exception types and messages) on rbio's engines. Every transfer goes through
-//! the [`IoWorker`] into rbio's own aligned buffers; callers' buffers are only copied.
+//! the [`IoWorker`] into rbio's own aligned buffers, reused from a [`BufferCache`]; callers'
+//! buffers are only copied.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileTypeExt;
@@ -15,13 +16,17 @@ use rbio_engines::{EngineConfig, EngineKind, WINDOW_MAX};
 use super::buffer::{Export, Span};
 use super::errors::{op_error, op_error_text, runtime, value, Surface};
 use super::fixed::FixedRegions;
-use crate::{IoWorker, OpFailure, OpOutcome, WorkerOptions};
+use crate::{BufferCache, IoWorker, OpFailure, OpOutcome, WorkerOptions};
 
 /// What `wait_iouring` returns: success per operation, and `(index, message)` per failure.
 type BatchResult = (Vec<bool>, Vec<(usize, String)>);
 
 /// Synchronous calls use batch ids from their own range, apart from `batched_*`'s.
 const SYNC_BATCH_ID_BASE: u64 = 1 << 63;
+
+/// The most bytes of transfer buffers a device keeps for reuse: two of LMCache's batches of
+/// 64 one-MiB slots.
+const KEPT_BUFFER_BYTES_MAX: usize = 128 << 20;
 
 /// The NVMe namespace behind a `use_uring_cmd` device.
 #[derive(Clone, Copy, Debug)]
@@ -54,7 +59,7 @@ pub struct RawBlockDevice {
     fdp: Option<rbio_uring::NvmeNamespace>,
     direct: bool,
     alignment: u64,
-    buffer_align_bytes: usize,
+    buffers: BufferCache,
     size_bytes: u64,
     next_batch_id: AtomicU64,
     next_sync_id: AtomicU64,
@@ -100,7 +105,8 @@ impl RawBlockDevice {
     }
 
     fn buffer(&self, len_bytes: usize) -> Result<Buffer, OpFailure> {
-        Buffer::new_aligned(len_bytes, self.buffer_align_bytes)
+        self.buffers
+            .take(len_bytes)
             .map_err(|error| OpFailure::Stopped(format!("bounce buffer: {error}")))
     }
 
@@ -195,6 +201,11 @@ impl RawBlockDevice {
     /// them on every other path).
     fn placement(&self, placement_id: Option<u16>) -> Option<u16> {
         self.namespace.and(placement_id)
+    }
+
+    /// An outcome without its buffer, which goes back to the cache.
+    fn finish(&self, outcome: OpOutcome) -> Result<(), OpFailure> {
+        outcome.map(|buffer| buffer.map_or((), |buffer| self.buffers.give_back(buffer)))
     }
 
     fn new_batch_id(&self) -> u64 {
@@ -330,6 +341,7 @@ impl RawBlockDevice {
         let worker = IoWorker::start(engine, WorkerOptions::default())
             .map_err(|error| runtime(format!("io_uring init failed: {error}")))?;
         let buffer_align_bytes = (alignment.next_power_of_two() as usize).max(PAGE_BYTES);
+        let buffers = BufferCache::new(buffer_align_bytes, KEPT_BUFFER_BYTES_MAX);
         Ok(RawBlockDevice {
             worker,
             closed: AtomicBool::new(false),
@@ -338,7 +350,7 @@ impl RawBlockDevice {
             fdp,
             direct,
             alignment,
-            buffer_align_bytes,
+            buffers,
             size_bytes,
             next_batch_id: AtomicU64::new(1),
             next_sync_id: AtomicU64::new(0),
@@ -449,8 +461,7 @@ impl RawBlockDevice {
             return Ok(());
         }
         let outcome = self.run_one(py, || self.write_op(0, &spec))?;
-        outcome
-            .map(drop)
+        self.finish(outcome)
             .map_err(|failure| op_error(&failure, Surface::Pwrite))
     }
 
@@ -497,6 +508,7 @@ impl RawBlockDevice {
                 copy_bytes,
             };
             copy_out(&target, &buffer);
+            self.buffers.give_back(buffer);
         }
         Ok(())
     }
@@ -604,26 +616,39 @@ impl RawBlockDevice {
             return Ok((Vec::new(), Vec::new()));
         }
         let targets = lock(&self.reads).remove(&batch_id).unwrap_or_default();
-        let Some(outcomes) = py.detach(|| {
-            let outcomes = self.worker.wait(batch_id)?;
-            for target in &targets {
-                if let Ok(Some(buffer)) = &outcomes[target.op_index] {
-                    copy_out(target, buffer);
+        // A read batch has a target per operation, in order; a write batch none.
+        debug_assert!(targets.iter().enumerate().all(|(i, t)| t.op_index == i));
+        let mut ok = Vec::new();
+        let mut failures = Vec::new();
+        // Each read is copied out as it completes, while the device works on the others.
+        let waited = py.detach(|| {
+            self.worker.wait_each(batch_id, |op_index, outcome| {
+                if ok.len() <= op_index {
+                    ok.resize(op_index + 1, false);
                 }
-            }
-            Some(outcomes)
-        }) else {
-            return Ok((Vec::new(), Vec::new()));
-        };
+                match outcome {
+                    Ok(buffer) => {
+                        ok[op_index] = true;
+                        if let Some(buffer) = buffer {
+                            if let Some(target) = targets.get(op_index) {
+                                copy_out(target, &buffer);
+                            }
+                            self.buffers.give_back(buffer);
+                        }
+                    }
+                    Err(failure) => failures.push((op_index, failure)),
+                }
+            })
+        });
         drop(targets);
-        let mut ok = Vec::with_capacity(outcomes.len());
-        let mut errors = Vec::new();
-        for (op_index, outcome) in outcomes.iter().enumerate() {
-            ok.push(outcome.is_ok());
-            if let Err(failure) = outcome {
-                errors.push((op_index, op_error_text(py, failure)));
-            }
+        if waited.is_none() {
+            return Ok((Vec::new(), Vec::new()));
         }
+        failures.sort_by_key(|(op_index, _)| *op_index);
+        let errors = failures
+            .iter()
+            .map(|(op_index, failure)| (*op_index, op_error_text(py, failure)))
+            .collect();
         Ok((ok, errors))
     }
 
@@ -666,6 +691,7 @@ impl RawBlockDevice {
         let outcome = self.run_one(py, || Ok(Op::read(0, offset, self.buffer(total_bytes)?)))?;
         if let Some(buffer) = outcome.map_err(|failure| op_error(&failure, Surface::Uring))? {
             copy_out(&target, &buffer);
+            self.buffers.give_back(buffer);
         }
         Ok(())
     }
@@ -689,8 +715,7 @@ impl RawBlockDevice {
         let outcome = self.run_one(py, || {
             Ok(self.write_op(0, &spec)?.with_placement_id(placement_id))
         })?;
-        outcome
-            .map(drop)
+        self.finish(outcome)
             .map_err(|failure| op_error(&failure, Surface::Uring))
     }
 
@@ -698,8 +723,7 @@ impl RawBlockDevice {
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         self.live()?;
         let outcome = self.run_one(py, || Ok(Op::flush(0)))?;
-        outcome
-            .map(drop)
+        self.finish(outcome)
             .map_err(|failure| op_error(&failure, Surface::Flush))
     }
 
