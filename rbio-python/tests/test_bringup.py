@@ -113,7 +113,7 @@ def test_new_keywords_match_the_new_flags(fixture_image):
     assert settings["op_timeout_secs"] == 0.5
     with pytest.raises(ValueError, match="op_timeout"):
         rbio.bringup(str(image), op_timeout=0)
-    with pytest.raises(rbio.RbioError):
+    with pytest.raises(ValueError, match="cannot be used together"):
         rbio.bringup(str(image), strict_device_path=True, ignore_device_path=True)
 
 

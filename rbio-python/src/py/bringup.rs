@@ -66,6 +66,12 @@ fn settings_from(
         }
         apply(&mut settings, &keyword, &arg)?;
     }
+    if settings.ignore_device_path && settings.strict_device_path {
+        // As the command refuses --ignore-device-path with --strict-device-path.
+        return Err(value(
+            "ignore_device_path and strict_device_path cannot be used together",
+        ));
+    }
     Ok(settings)
 }
 
