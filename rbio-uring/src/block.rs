@@ -111,6 +111,7 @@ impl Codec for BlockCodec {
     const NAME: &'static str = "uring";
     const PASSTHROUGH: bool = false;
 
+    #[inline]
     fn prepare(&self, request: &PieceRequest) -> Result<Piece<squeue::Entry>, IoError> {
         let len_bytes = request.len_bytes.min(RW_BYTES_MAX);
         let sqe = if self.null_io {
@@ -128,6 +129,7 @@ impl Codec for BlockCodec {
         Ok(Piece { sqe, len_bytes })
     }
 
+    #[inline]
     fn outcome(&self, cqe: &cqueue::Entry, piece_bytes: usize) -> Outcome {
         let res = cqe_result(cqe);
         if self.null_io && res == 0 {

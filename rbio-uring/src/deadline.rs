@@ -34,15 +34,15 @@ impl Deadlines {
         }
     }
 
-    pub(crate) fn is_enabled(&self) -> bool {
-        self.timeout.is_some()
+    /// The deadline of operations admitted now, if operations have one.
+    pub(crate) fn deadline_for_now(&self) -> Option<Instant> {
+        self.timeout.map(|timeout| Instant::now() + timeout)
     }
 
-    /// Records the deadline of an operation admitted at `now`.
-    pub(crate) fn push(&mut self, now: Instant, key: usize, generation: u32) {
-        if let Some(timeout) = self.timeout {
-            self.entries.push_back((now + timeout, key, generation));
-        }
+    /// Records `deadline` (from [`Deadlines::deadline_for_now`]) for slot `key`'s admission
+    /// `generation`.
+    pub(crate) fn push(&mut self, deadline: Instant, key: usize, generation: u32) {
+        self.entries.push_back((deadline, key, generation));
     }
 }
 
@@ -74,8 +74,11 @@ impl<C: Codec> Ring<C> {
         let Some(timeout) = self.deadlines.timeout else {
             return;
         };
+        // Operations mostly finish in admission order: dropping the stale front first
+        // usually leaves nothing to compact.
+        let first = self.next_deadline();
         self.compact_deadlines();
-        let Some(first) = self.next_deadline() else {
+        let Some(first) = first else {
             return;
         };
         let now = Instant::now();

@@ -135,6 +135,10 @@ impl FixedBuffers {
             "buffer at arena offset {offset_bytes} overruns the {}-byte arena",
             self.arena_bytes
         );
+        if self.chunk_bytes >= self.arena_bytes {
+            // One iovec, the usual case: no division on the per-operation path.
+            return Some(0);
+        }
         Some((offset_bytes / self.chunk_bytes) as u16)
     }
 }

@@ -166,50 +166,49 @@ impl<C: Codec> Ring<C> {
         }
     }
 
-    /// Processes every CQE in the ring.
+    /// Processes every CQE in the ring, straight from the CQ.
     fn drain_completions(&mut self, out: &mut Vec<Completion>) {
         if self.broken.is_some() {
             return;
         }
-        let mut cqes = std::mem::take(&mut self.scratch);
-        cqes.extend(self.ring.completion());
         let in_flight_before = self.slots.in_kernel_count();
         let out_before = out.len();
-        for cqe in cqes.drain(..) {
-            self.stats.cqe_count += 1;
-            if self.timers.on_cqe(cqe.user_data()) {
+        let Ring {
+            ring,
+            codec,
+            slots,
+            timers,
+            stats,
+            ..
+        } = self;
+        for cqe in ring.completion() {
+            stats.cqe_count += 1;
+            let user_data = cqe.user_data();
+            if timers.on_cqe(user_data) {
                 continue;
             }
-            if let CqeFor::Op { key, piece_bytes } = self.slots.on_cqe(cqe.user_data()) {
-                self.on_op_cqe(key, piece_bytes, &cqe, out);
+            let CqeFor::Op { key, piece_bytes } = slots.on_cqe(user_data) else {
+                continue;
+            };
+            let next = match codec.outcome(&cqe, piece_bytes) {
+                Outcome::Moved(moved_bytes) => slots.moved(key, moved_bytes, out),
+                Outcome::Errno(errno) => slots.failed(key, errno, out),
+                Outcome::Failed(error) => {
+                    slots.finish_into(key, Err(error), out);
+                    Next::Done
+                }
+            };
+            match next {
+                Next::Done => {}
+                Next::Continues { short } => stats.continuation_count += u64::from(short),
+                Next::Retried(errno) if errno == Errno::EINTR => stats.eintr_retry_count += 1,
+                Next::Retried(_) => stats.busy_retry_count += 1,
             }
         }
-        self.scratch = cqes;
         debug_assert!(
             out.len() - out_before <= in_flight_before,
             "{} completions with {in_flight_before} in flight",
             out.len() - out_before
         );
-    }
-
-    /// Decides what follows the CQE of slot `key`'s piece: completion, continuation or retry.
-    fn on_op_cqe(
-        &mut self,
-        key: usize,
-        piece_bytes: usize,
-        cqe: &C::Cqe,
-        out: &mut Vec<Completion>,
-    ) {
-        let next = match self.codec.outcome(cqe, piece_bytes) {
-            Outcome::Moved(moved_bytes) => self.slots.moved(key, moved_bytes),
-            Outcome::Errno(errno) => self.slots.failed(key, errno),
-            Outcome::Failed(error) => Next::Done(self.slots.finish(key, Err(error))),
-        };
-        match next {
-            Next::Done(completion) => out.push(completion),
-            Next::Continues { short } => self.stats.continuation_count += u64::from(short),
-            Next::Retried(errno) if errno == Errno::EINTR => self.stats.eintr_retry_count += 1,
-            Next::Retried(_) => self.stats.busy_retry_count += 1,
-        }
     }
 }

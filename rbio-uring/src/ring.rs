@@ -10,10 +10,10 @@
 use std::mem::ManuallyDrop;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::IoUring;
-use rbio_core::{Capabilities, Device, IoError, Op};
+use rbio_core::{Capabilities, Device, IoError};
 
 use crate::codec::Codec;
 use crate::deadline::Deadlines;
@@ -59,8 +59,6 @@ pub(crate) struct Ring<C: Codec> {
     pub(crate) deadlines: Deadlines,
     /// Timeout SQEs bounding waits where the kernel lacks `EXT_ARG`.
     pub(crate) timers: Timers,
-    /// Reused buffer of CQEs copied out of the ring.
-    pub(crate) scratch: Vec<C::Cqe>,
     /// The most SQEs one `io_uring_enter` hands to the kernel while refilling (default: all).
     pub(crate) sqes_per_enter_max: usize,
     pub(crate) issuer: Issuer,
@@ -136,7 +134,6 @@ impl<C: Codec> Ring<C> {
             slots: Slots::new(config.window),
             deadlines: Deadlines::new(config.op_timeout),
             timers: Timers::default(),
-            scratch: Vec::with_capacity(report.cq_entries as usize),
             sqes_per_enter_max: usize::MAX,
             broken: None,
             leak_ring: false,
@@ -155,35 +152,6 @@ impl<C: Codec> Ring<C> {
     pub(crate) fn abandon_in_kernel(&mut self, error: &IoError) -> u64 {
         self.timers.leak_all();
         self.slots.abandon_in_kernel(error)
-    }
-
-    /// Admits `ops` (refusing what the device cannot do), fills the window and submits.
-    pub(crate) fn submit(&mut self, ops: &mut Vec<Op>) {
-        self.ensure_issuer();
-        let now = self.deadlines.is_enabled().then(Instant::now);
-        for op in ops.drain(..) {
-            match self.device.admit(op) {
-                Ok(op) => self.admit(op, now),
-                Err(refused) => self.slots.push_ready(refused),
-            }
-        }
-        self.refill();
-        self.submit_unless_busy();
-        self.signal_ready();
-    }
-
-    fn admit(&mut self, mut op: Op, now: Option<Instant>) {
-        let addr = op
-            .buffer_mut()
-            .map_or(0, |buffer| buffer.as_mut_ptr() as usize);
-        let buf_index = match (&self.fixed, op.buffer()) {
-            (Some(fixed), Some(buffer)) => fixed.index_of(buffer),
-            _ => None,
-        };
-        let (key, generation) = self.slots.admit(op, addr, buf_index);
-        if let Some(now) = now {
-            self.deadlines.push(now, key, generation);
-        }
     }
 
     /// Marks the ring unusable and completes every operation with `error`: those waiting with
@@ -242,7 +210,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use io_uring::{cqueue, squeue};
-    use rbio_core::{Buffer, BufferPool, Completion, Errno, IoError, Wait};
+    use rbio_core::{Buffer, BufferPool, Completion, Errno, IoError, Op, Wait};
 
     use super::*;
     use crate::block::{BlockCodec, FileTarget};

@@ -60,14 +60,17 @@ impl<C: Codec> Ring<C> {
 
     /// Reaps CQEs, freeing each operation's buffer: the kernel is done with it.
     fn drain_for_drop(&mut self) {
-        let mut cqes = std::mem::take(&mut self.scratch);
-        cqes.extend(self.ring.completion());
-        for cqe in cqes.drain(..) {
-            if !self.timers.on_cqe(cqe.user_data()) {
-                self.slots.release(cqe.user_data());
+        let Ring {
+            ring,
+            slots,
+            timers,
+            ..
+        } = self;
+        for cqe in ring.completion() {
+            if !timers.on_cqe(cqe.user_data()) {
+                slots.release(cqe.user_data());
             }
         }
-        self.scratch = cqes;
     }
 
     /// Leaks the ring, the arena's pool handle and every buffer the kernel may hold.

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use rbio_core::{Completion, Errno, IoError, Op, OpKind, EINTR_RETRIES_MAX};
+use rbio_core::{Completion, Errno, IoError, Op, OpInfo, OpKind, EINTR_RETRIES_MAX};
 use slab::Slab;
 
 use crate::codec::PieceRequest;
@@ -75,20 +75,7 @@ impl Slot {
 
     /// The part of the operation not yet transferred.
     fn request(&self) -> PieceRequest {
-        let info = self.op.info();
-        let flush = info.kind == OpKind::Flush;
-        PieceRequest {
-            kind: info.kind,
-            offset_bytes: info.offset_bytes + self.done_bytes as u64,
-            addr: if flush {
-                0
-            } else {
-                self.addr + self.done_bytes
-            },
-            len_bytes: info.len_bytes - self.done_bytes,
-            buf_index: self.buf_index,
-            placement_id: info.placement_id,
-        }
+        piece_after(&self.op.info(), self.addr, self.buf_index, self.done_bytes)
     }
 
     /// Whether nothing is left to transfer (a flush always has its one piece to do).
@@ -145,6 +132,25 @@ impl Slot {
     }
 }
 
+/// The piece of operation `info` (buffer at `addr`, in registered buffer `buf_index`) that
+/// starts after its first `done_bytes`.
+fn piece_after(
+    info: &OpInfo,
+    addr: usize,
+    buf_index: Option<u16>,
+    done_bytes: usize,
+) -> PieceRequest {
+    let flush = info.kind == OpKind::Flush;
+    PieceRequest {
+        kind: info.kind,
+        offset_bytes: info.offset_bytes + done_bytes as u64,
+        addr: if flush { 0 } else { addr + done_bytes },
+        len_bytes: info.len_bytes - done_bytes,
+        buf_index,
+        placement_id: info.placement_id,
+    }
+}
+
 /// What a CQE was for, once the table has accounted for it.
 #[derive(Debug)]
 pub(crate) enum CqeFor {
@@ -166,8 +172,8 @@ pub(crate) enum CqeFor {
 /// What follows a piece's CQE for its operation.
 #[derive(Debug)]
 pub(crate) enum Next {
-    /// The operation completed.
-    Done(Completion),
+    /// The operation completed; its completion is in the caller's list.
+    Done,
     /// The rest goes to the kernel next; `short` if the piece moved fewer bytes than it asked.
     Continues {
         /// The piece was short.
@@ -232,10 +238,40 @@ impl Slots {
     /// Admits `op`, whose buffer starts at `addr` (in registered buffer `buf_index`), at the
     /// back of the waiting queue; returns its key and generation.
     pub(crate) fn admit(&mut self, op: Op, addr: usize, buf_index: Option<u16>) -> (usize, u32) {
+        let (key, generation) = self.insert(op, addr, buf_index);
+        self.waiting.push_back((key, generation));
+        (key, generation)
+    }
+
+    /// Admits `op` as [`Slots::admit`] does, but for its first piece to go to the SQ at once
+    /// (the caller checked [`Slots::can_send_at_once`] and calls [`Slots::sent`] or
+    /// [`Slots::refuse`] next): the slot is `Waiting` without a queue entry, and its piece is
+    /// returned with the key and generation.
+    pub(crate) fn admit_to_send(
+        &mut self,
+        op: Op,
+        addr: usize,
+        buf_index: Option<u16>,
+    ) -> (usize, u32, PieceRequest) {
+        let request = piece_after(&op.info(), addr, buf_index, 0);
+        let (key, generation) = self.insert(op, addr, buf_index);
+        (key, generation, request)
+    }
+
+    /// Whether operation `info`, admitted now, may skip the waiting queue: nothing waits
+    /// before it, the window has room, and it has a piece to send (an empty read or write
+    /// completes without the kernel, from the queue).
+    pub(crate) fn can_send_at_once(&self, info: &OpInfo) -> bool {
+        self.waiting.is_empty()
+            && self.has_room()
+            && (info.kind == OpKind::Flush || info.len_bytes > 0)
+    }
+
+    #[inline]
+    fn insert(&mut self, op: Op, addr: usize, buf_index: Option<u16>) -> (usize, u32) {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let key = self.slab.insert(Slot::new(op, addr, buf_index, generation));
-        self.waiting.push_back((key, generation));
         (key, generation)
     }
 
@@ -304,6 +340,7 @@ impl Slots {
     ///
     /// # Panics
     /// If the CQE names no slot in the kernel: the kernel answered for an SQE never sent.
+    #[inline]
     pub(crate) fn on_cqe(&mut self, user_data: u64) -> CqeFor {
         if user_data == CANCEL_USER_DATA {
             self.cancel_count -= 1;
@@ -334,12 +371,21 @@ impl Slots {
     }
 
     /// The piece of slot `key` (back from the kernel) moved `moved_bytes`: the operation
-    /// completes, or its rest goes to the front of the waiting queue.
-    pub(crate) fn moved(&mut self, key: usize, moved_bytes: usize) -> Next {
+    /// completes into `out`, or its rest goes to the front of the waiting queue.
+    #[inline]
+    pub(crate) fn moved(
+        &mut self,
+        key: usize,
+        moved_bytes: usize,
+        out: &mut Vec<Completion>,
+    ) -> Next {
         let slot = &mut self.slab[key];
         let short = moved_bytes < slot.piece_bytes;
         match slot.record_moved(moved_bytes) {
-            Some(result) => Next::Done(self.finish(key, result)),
+            Some(result) => {
+                self.finish_into(key, result, out);
+                Next::Done
+            }
             None => {
                 self.waiting.push_front((key, slot.generation));
                 Next::Continues { short }
@@ -348,8 +394,9 @@ impl Slots {
     }
 
     /// The piece of slot `key` (back from the kernel) failed with `errno`: a transient error
-    /// within its bound sends it again first, anything else completes the operation.
-    pub(crate) fn failed(&mut self, key: usize, errno: Errno) -> Next {
+    /// within its bound sends it again first, anything else completes the operation into
+    /// `out`.
+    pub(crate) fn failed(&mut self, key: usize, errno: Errno, out: &mut Vec<Completion>) -> Next {
         let slot = &mut self.slab[key];
         if slot.record_errno(errno) {
             self.waiting.push_front((key, slot.generation));
@@ -360,13 +407,26 @@ impl Slots {
         } else {
             IoError::Os(errno)
         };
-        Next::Done(self.finish(key, Err(error)))
+        self.finish_into(key, Err(error), out);
+        Next::Done
     }
 
     /// Completes waiting slot `key` with `result`, handing its buffer back.
+    #[inline]
     pub(crate) fn finish(&mut self, key: usize, result: Result<usize, IoError>) -> Completion {
         assert_eq!(self.slab[key].state, SlotState::Waiting, "slot {key}");
         self.slab.remove(key).op.complete(result)
+    }
+
+    /// [`Slots::finish`], into `out`.
+    #[inline]
+    pub(crate) fn finish_into(
+        &mut self,
+        key: usize,
+        result: Result<usize, IoError>,
+        out: &mut Vec<Completion>,
+    ) {
+        out.push(self.finish(key, result));
     }
 
     /// Completes waiting slot `key` with `error` into `ready` (its piece could not be encoded).
@@ -567,9 +627,12 @@ mod tests {
             panic!("an operation's CQE");
         };
         assert_eq!((back, piece_bytes, slots.cqe_owed()), (key, 4096, 0));
-        let Next::Done(completion) = slots.moved(key, 4096) else {
-            panic!("a full piece completes the read");
-        };
+        let mut out = Vec::new();
+        assert!(
+            matches!(slots.moved(key, 4096, &mut out), Next::Done),
+            "a full piece completes the read"
+        );
+        let completion = out.pop().unwrap();
         assert_eq!((completion.tag(), completion.result()), (1, &Ok(4096)));
         assert!(completion.buffer().is_some());
         assert_eq!(slots.pending_count(), 1);
@@ -611,7 +674,7 @@ mod tests {
             let gen = slots.slab[next_key].generation;
             slots.on_cqe(user_data(next_key, gen));
             assert!(matches!(
-                slots.failed(next_key, Errno::EAGAIN),
+                slots.failed(next_key, Errno::EAGAIN, &mut Vec::new()),
                 Next::Retried(_)
             ));
             slots.next_waiting().unwrap();
@@ -619,9 +682,12 @@ mod tests {
         }
         let gen = slots.slab[next_key].generation;
         slots.on_cqe(user_data(next_key, gen));
-        let Next::Done(completion) = slots.failed(next_key, Errno::EAGAIN) else {
-            panic!("past its bound the error is reported");
-        };
+        let mut out = Vec::new();
+        assert!(
+            matches!(slots.failed(next_key, Errno::EAGAIN, &mut out), Next::Done),
+            "past its bound the error is reported"
+        );
+        let completion = out.pop().unwrap();
         assert_eq!(completion.result(), &Err(IoError::Os(Errno::EAGAIN)));
     }
 }

@@ -2,17 +2,69 @@
 //! with one `io_uring_enter`.
 #![allow(unsafe_code)]
 
-use io_uring::{opcode, squeue::EntryMarker};
-use rbio_core::{Errno, IoError};
+use io_uring::{opcode, squeue::EntryMarker, SubmissionQueue};
+use rbio_core::{Errno, IoError, Op};
 
-use crate::codec::Codec;
+use crate::codec::{Codec, PieceRequest};
 use crate::ring::Ring;
-use crate::slot::{user_data, CANCEL_USER_DATA};
+use crate::slot::{user_data, Slots, CANCEL_USER_DATA};
+use crate::stats::UringStats;
 
 /// How many times one submission is restarted after `EINTR`.
 const SUBMIT_EINTR_MAX: u32 = 16;
 
 impl<C: Codec> Ring<C> {
+    /// Admits `ops` (refusing what the device cannot do), fills the window and submits.
+    ///
+    /// While nothing waits before them and the window and SQ have room, operations go straight
+    /// to the SQ; the rest join the waiting queue for `refill`.
+    pub(crate) fn submit(&mut self, ops: &mut Vec<Op>) {
+        self.ensure_issuer();
+        let deadline = self.deadlines.deadline_for_now();
+        let at_once_allowed = self.broken.is_none() && self.sqes_per_enter_max == usize::MAX;
+        let Ring {
+            ring,
+            codec,
+            device,
+            fixed,
+            slots,
+            deadlines,
+            stats,
+            ..
+        } = self;
+        let mut sq = ring.submission();
+        for mut op in ops.drain(..) {
+            let info = op.info();
+            if let Err(error) = device.check(&info, op.buffer()) {
+                slots.push_ready(op.complete(Err(error)));
+                continue;
+            }
+            let addr = op
+                .buffer_mut()
+                .map_or(0, |buffer| buffer.as_mut_ptr() as usize);
+            let buf_index = match (fixed.as_ref(), op.buffer()) {
+                (Some(fixed), Some(buffer)) => fixed.index_of(buffer),
+                _ => None,
+            };
+            let (key, generation) =
+                if at_once_allowed && slots.can_send_at_once(&info) && !sq.is_full() {
+                    let piece = slots.admit_to_send(op, addr, buf_index);
+                    let (key, generation, _) = piece;
+                    push_piece(codec, slots, stats, &mut sq, piece);
+                    (key, generation)
+                } else {
+                    slots.admit(op, addr, buf_index)
+                };
+            if let Some(deadline) = deadline {
+                deadlines.push(deadline, key, generation);
+            }
+        }
+        drop(sq);
+        self.refill();
+        self.submit_unless_busy();
+        self.signal_ready();
+    }
+
     /// Pushes SQEs for waiting operations until the window or the SQ is full, handing them to
     /// the kernel every `sqes_per_enter_max` SQEs (the rest wait for the caller's next enter).
     /// Operations that cannot be encoded, or need no kernel call, complete into `ready`.
@@ -32,33 +84,22 @@ impl<C: Codec> Ring<C> {
     /// Pushes at most `limit` SQEs; `true` if it stopped at the limit.
     fn push_waiting(&mut self, limit: usize) -> bool {
         let mut pushed_count = 0;
-        let mut sq = self.ring.submission();
-        while self.slots.has_room() && !sq.is_full() {
+        let Ring {
+            ring,
+            codec,
+            slots,
+            stats,
+            ..
+        } = self;
+        let mut sq = ring.submission();
+        while slots.has_room() && !sq.is_full() {
             if pushed_count == limit {
                 return true;
             }
-            let Some((key, generation, request)) = self.slots.next_waiting() else {
+            let Some(piece) = slots.next_waiting() else {
                 break;
             };
-            let piece = match self.codec.prepare(&request) {
-                Ok(piece) => piece,
-                Err(error) => {
-                    self.slots.refuse(key, error);
-                    continue;
-                }
-            };
-            let mut sqe = piece.sqe;
-            sqe.set_user_data(user_data(key, generation));
-            // SAFETY: the SQE points at `request.len_bytes` bytes of the slot's buffer, which
-            // lives in a pool arena (a stable address) and is owned by the slot `key`. `sent`
-            // below keeps the slot in the table, in the kernel or a zombie, until the CQE with
-            // this user data is reaped or it is leaked with the ring (see `Slots`), so the
-            // memory is neither reused nor freed while the kernel may access it.
-            let pushed = unsafe { sq.push(&sqe) };
-            pushed.expect("the SQ had room: checked by the loop condition");
-            self.slots.sent(key, piece.len_bytes);
-            self.stats.sqe_count += 1;
-            pushed_count += 1;
+            pushed_count += usize::from(push_piece(codec, slots, stats, &mut sq, piece));
         }
         false
     }
@@ -133,4 +174,36 @@ impl<C: Codec> Ring<C> {
         self.break_ring(IoError::Os(errno));
         true
     }
+}
+
+/// Encodes `piece` of waiting slot `key` and pushes its SQE into `sq`, which has room;
+/// `false` if the codec could not encode it (the operation then completed into the ready
+/// list).
+#[inline(always)]
+fn push_piece<C: Codec>(
+    codec: &C,
+    slots: &mut Slots,
+    stats: &mut UringStats,
+    sq: &mut SubmissionQueue<'_, C::Sqe>,
+    (key, generation, request): (usize, u32, PieceRequest),
+) -> bool {
+    let piece = match codec.prepare(&request) {
+        Ok(piece) => piece,
+        Err(error) => {
+            slots.refuse(key, error);
+            return false;
+        }
+    };
+    let mut sqe = piece.sqe;
+    sqe.set_user_data(user_data(key, generation));
+    // SAFETY: the SQE points at `request.len_bytes` bytes of the slot's buffer, which lives in
+    // a pool arena (a stable address) and is owned by the slot `key`. `sent` below keeps the
+    // slot in the table, in the kernel or a zombie, until the CQE with this user data is
+    // reaped or it is leaked with the ring (see `Slots`), so the memory is neither reused nor
+    // freed while the kernel may access it.
+    let pushed = unsafe { sq.push(&sqe) };
+    pushed.expect("the SQ had room: checked by the caller");
+    slots.sent(key, piece.len_bytes);
+    stats.sqe_count += 1;
+    true
 }

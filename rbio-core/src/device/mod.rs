@@ -329,9 +329,9 @@ impl Device {
                 self.dio_offset_align_bytes as u64,
             );
             let address = buffer.map_or(0, |buffer| buffer.as_slice().as_ptr() as u64);
-            let misaligned = info.offset_bytes % offset_align != 0
-                || info.len_bytes as u64 % offset_align != 0
-                || address % mem_align != 0;
+            let misaligned = !aligned_to(info.offset_bytes, offset_align)
+                || !aligned_to(info.len_bytes as u64, offset_align)
+                || !aligned_to(address, mem_align);
             if misaligned {
                 return Err(IoError::Misaligned {
                     align_bytes: self.align_bytes(),
@@ -350,6 +350,17 @@ impl Device {
             Ok(()) => Ok(op),
             Err(error) => Err(op.complete(Err(error))),
         }
+    }
+}
+
+/// Whether `value` is a multiple of `align`: a mask for the powers of two every device
+/// reports (this runs for every operation), a division otherwise.
+#[inline]
+fn aligned_to(value: u64, align: u64) -> bool {
+    if align.is_power_of_two() {
+        value & (align - 1) == 0
+    } else {
+        value % align == 0
     }
 }
 
