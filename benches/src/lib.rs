@@ -122,16 +122,35 @@ pub struct Row {
     pub ops_per_second: f64,
 }
 
-/// Prints rows with each one's ratio to `baseline_ops_per_second`.
+/// Prints rows with each one's ratio to `baseline_ops_per_second`, a rate measured in this
+/// run.
 pub fn print_summary(title: &str, baseline_name: &str, baseline_ops_per_second: f64, rows: &[Row]) {
-    println!("\n{title} (baseline: {baseline_name}, measured in this run)");
+    print_table(
+        &format!("{title} (baseline: {baseline_name}, measured in this run)"),
+        baseline_ops_per_second,
+        rows,
+    );
+}
+
+/// Prints rows with each one's ratio to `goal_ops_per_second`, a target rather than a
+/// measurement.
+pub fn print_against_goal(title: &str, goal_name: &str, goal_ops_per_second: f64, rows: &[Row]) {
+    print_table(
+        &format!("{title} (x goal: {goal_name})"),
+        goal_ops_per_second,
+        rows,
+    );
+}
+
+fn print_table(heading: &str, baseline_ops_per_second: f64, rows: &[Row]) {
+    println!("\n{heading}");
     println!(
-        "{:<32} {:>12} {:>10}",
+        "{:<40} {:>12} {:>10}",
         "configuration", "ops/s", "x baseline"
     );
     for row in rows {
         println!(
-            "{:<32} {:>12.0} {:>10.2}",
+            "{:<40} {:>12.0} {:>10.2}",
             row.name,
             row.ops_per_second,
             row.ops_per_second / baseline_ops_per_second
