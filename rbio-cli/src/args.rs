@@ -372,6 +372,11 @@ pub struct BenchArgs {
     /// A run CI can afford: 10k entries, one run, fewer configurations, fio only if installed.
     #[arg(long)]
     pub quick: bool,
+    /// Only what `rbio bringup` runs by default (serial for the speed-up; posix with its
+    /// default workers; io_uring with its defaults at windows 64 and 256), against fio at the
+    /// same depths; no several-device table.
+    #[arg(long, conflicts_with = "quick")]
+    pub default_settings: bool,
     /// Where the benchmark images live (kept and reused across runs).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,

@@ -488,6 +488,56 @@ fn bench_baseline_flags_a_regression_and_exits_5() {
 }
 
 #[test]
+fn bench_default_settings_measures_what_bringup_runs_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (images, result) = (path("images"), path("result.json"));
+    let output = rbio(&[
+        "bench",
+        "--default-settings",
+        "--no-fio",
+        "--entries",
+        "300",
+        "--repeat",
+        "1",
+        "--dir",
+        &images,
+        "--json",
+        &result,
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        !stdout(&output).contains("several devices at once"),
+        "{}",
+        stdout(&output)
+    );
+    let value: Value = serde_json::from_slice(&std::fs::read(&result).unwrap()).unwrap();
+    let rows: Vec<(String, u64)> = value["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let engine = row["engine"].as_str().unwrap().to_owned();
+            (engine, row["depth"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(rows[0], ("serial".to_owned(), 1), "{rows:?}");
+    assert_eq!(rows[1].0, "posix", "{rows:?}");
+    if rows.len() > 2 {
+        // io_uring is usable here: its default settings at the two depths the issue names.
+        let uring: Vec<&(String, u64)> = rows[2..].iter().collect();
+        assert_eq!(
+            uring,
+            [
+                &("uring q=64 fixed".to_owned(), 64),
+                &("uring q=256 fixed".to_owned(), 256)
+            ],
+            "{rows:?}"
+        );
+    }
+}
+
+#[test]
 fn the_readme_says_which_bench_ci_runs() {
     let readme = include_str!("../../README.md");
     let command = format!("rbio {}", QUICK_BENCH.join(" "));

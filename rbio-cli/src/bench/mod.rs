@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use crate::args::BenchArgs;
 use crate::exit::{Exit, Failure, UsageError};
 use crate::system::{self, CacheDropper};
-use rbio_engines::EngineConfig;
+use rbio_engines::{BringupSettings, EngineConfig, EngineKind};
 
 use self::fio::Fio;
 use self::results::{Context, Row};
@@ -35,7 +35,11 @@ const ENTRIES_QUICK: [u64; 1] = [10_000];
 pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
     let entry_counts = entry_counts(args)?;
     let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
-    let configs = configurations(args.quick);
+    let configs = if args.default_settings {
+        default_configurations()
+    } else {
+        configurations(args.quick)
+    };
     let direct = !args.buffered;
     let dir = args.dir.clone().unwrap_or_else(default_dir);
     let fio = if args.no_fio {
@@ -53,7 +57,11 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
     cache.drop_now();
     let mut rows = Vec::new();
     let mut device_rows = Vec::new();
-    let device_configs = devices::configurations(args.quick);
+    let device_configs = if args.default_settings {
+        Vec::new()
+    } else {
+        devices::configurations(args.quick)
+    };
     for &entries in &entry_counts {
         rows.extend(measure(
             &dir,
@@ -84,7 +92,9 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
         fio: fio.map(|fio| fio.version),
     };
     print!("{}", results::table(&context, &rows));
-    print!("{}", devices::table(&device_rows));
+    if !device_rows.is_empty() {
+        print!("{}", devices::table(&device_rows));
+    }
     write_outputs(args, &context, &rows, &device_rows)?;
     compare_with_baseline(args, &rows)
 }
@@ -127,6 +137,35 @@ fn configurations(quick: bool) -> Vec<EngineConfig> {
         }
     }
     configs
+}
+
+/// The windows at which `--default-settings` measures io_uring (issue 16 asks for 95% of fio
+/// at both).
+pub const DEFAULT_SETTINGS_WINDOWS: [usize; 2] = [64, 256];
+
+/// `--default-settings`: serial, posix with its default workers, and the command's default
+/// engine at [`DEFAULT_SETTINGS_WINDOWS`], each otherwise as `rbio bringup` sets it.
+fn default_configurations() -> Vec<EngineConfig> {
+    let mut configs = vec![
+        EngineConfig::serial(),
+        BringupSettings {
+            engine: Some(EngineKind::Posix),
+            ..BringupSettings::default()
+        }
+        .engine_config(),
+    ];
+    configs
+        .extend(DEFAULT_SETTINGS_WINDOWS.map(|window| default_settings_at(window).engine_config()));
+    configs.dedup_by_key(|config| config.label());
+    configs
+}
+
+/// The command's defaults with `--window window`.
+pub fn default_settings_at(window: usize) -> BringupSettings {
+    BringupSettings {
+        window,
+        ..BringupSettings::default()
+    }
 }
 
 /// Where images live unless `--dir` says: `target/rbio-bench` under the current directory when

@@ -265,6 +265,7 @@ fn goals(rows: &[Row]) -> String {
             render::count(row.entries)
         );
     }
+    out.push_str(&default_settings_goal(rows));
     if let Some(largest) = rows.iter().map(|row| row.entries).max() {
         let at_largest: Vec<&Row> = rows.iter().filter(|r| r.entries == largest).collect();
         let share = |row: &&Row| row.phase_secs[3] / row.total_secs.median;
@@ -299,6 +300,30 @@ fn goals(rows: &[Row]) -> String {
             render::bytes(peak),
             render::count(largest)
         );
+    }
+    out
+}
+
+/// Issue 16's goal: the command's default engine settings at >= 95% of fio's IOPS at depths
+/// 64 and 256, at every entry count measured.
+fn default_settings_goal(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for window in super::DEFAULT_SETTINGS_WINDOWS {
+        let label = super::default_settings_at(window).engine_config().label();
+        for row in rows.iter().filter(|row| row.engine == label) {
+            let Some(fraction) = row.fio_fraction() else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "goal: default settings >= 95% of fio's IOPS at depth {window}: {:.0}% ({} at {} \
+                 entries, {})",
+                fraction * 100.0,
+                label,
+                render::count(row.entries),
+                if fraction >= 0.95 { "met" } else { "NOT met" }
+            );
+        }
     }
     out
 }
