@@ -89,14 +89,10 @@ fn unreadable_mirror(mirrors: &[MirrorStatus]) -> Option<(usize, &OpError)> {
 }
 
 /// The exit status an inspection calls for, in bringup's terms: 2 when a mirror could not be
-/// read (the inspection is incomplete; one line on stderr says which and why), 4 when bringup
-/// would ignore the chosen checkpoint, else 0.
+/// read (the inspection is incomplete), 4 when bringup would ignore the chosen checkpoint,
+/// else 0.
 fn inspect_exit(inspection: &Inspection) -> Exit {
-    if let Some((mirror_index, error)) = unreadable_mirror(&inspection.mirrors) {
-        note!(
-            "rbio: error: mirror {mirror_index} could not be read: {}",
-            rbio_engines::error_line(error)
-        );
+    if unreadable_mirror(&inspection.mirrors).is_some() {
         Exit::DeviceError
     } else if inspection.ignored.is_some() {
         Exit::CheckpointIgnored
@@ -105,7 +101,8 @@ fn inspect_exit(inspection: &Inspection) -> Exit {
     }
 }
 
-/// `rbio inspect`: reads both mirrors and prints what they hold.
+/// `rbio inspect`: reads both mirrors and prints what they hold; a mirror that could not be
+/// read is also one line on stderr, saying which and why.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
     let (inspection, device) = args.settings().inspect(&args.device)?;
     note_direct_refused(&device);
@@ -113,6 +110,12 @@ pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
         outln!("{}", inspection.to_json())?;
     } else {
         out!("{}", render::inspect_text(&inspection))?;
+    }
+    if let Some((mirror_index, error)) = unreadable_mirror(&inspection.mirrors) {
+        note!(
+            "rbio: error: mirror {mirror_index} could not be read: {}",
+            rbio_engines::error_line(error)
+        );
     }
     Ok(inspect_exit(&inspection))
 }
