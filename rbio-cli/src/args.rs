@@ -29,7 +29,10 @@ Exit codes:
   4  bringup ignored the checkpoint as a whole (the index starts empty; the report says why;
      inspect: bringup would ignore the chosen checkpoint)
   5  bench: a row's speed-up over serial fell below the --baseline by more than --margin
-Bringup of several devices exits with the most severe of theirs: 2, then 4, then 3, then 0.";
+141  stdout's reader left before the output was all written (a pipe closed early, as by
+     `| head`): the command stops quietly, as if SIGPIPE had ended it (128 + 13)
+Bringup of several devices exits with the most severe of theirs: 2, then 4, then 3, then 0.
+Output that cannot be written for another reason (a full disk) is an error: exit 2.";
 
 /// Fast, safe bringup of LMCache raw_block cache devices over pluggable I/O engines.
 #[derive(Debug, Parser)]

@@ -14,6 +14,7 @@ use rbio_recovery::{
 
 use crate::args::{BringupArgs, CheckpointDamageArg, InspectArgs, PrepareArgs};
 use crate::exit::{Exit, Failure, UsageError};
+use crate::output::{note, out, outln};
 use crate::progress::Bar;
 use crate::render;
 use crate::several;
@@ -28,7 +29,7 @@ pub fn bringup(args: &BringupArgs) -> Result<Exit, Failure> {
             "--device-path names one device's recorded path: give it with one device only",
         )
         .into()),
-        devices => Ok(several::bringup_several(args, devices)),
+        devices => several::bringup_several(args, devices),
     }
 }
 
@@ -37,15 +38,15 @@ fn bringup_one(args: &BringupArgs, device: &Path) -> Result<Exit, Failure> {
     let ready = args.settings().prepare(device)?;
     note_direct_refused(ready.device());
     for warning in ready.engine_warnings() {
-        eprintln!("rbio: warning: {warning}");
+        note!("rbio: warning: {warning}");
     }
     let bar = Bar::new("bringup");
     let recovered = ready.run(&mut |progress| bar.bringup(progress))?;
     bar.finish();
     if args.json {
-        println!("{}", recovered.to_json());
+        outln!("{}", recovered.to_json())?;
     } else {
-        print!("{}", render::bringup_text(&recovered, args.entries));
+        out!("{}", render::bringup_text(&recovered, args.entries))?;
     }
     Ok(exit_of(&recovered.report))
 }
@@ -60,7 +61,7 @@ fn note_direct_refused(device: &Device) {
 
 /// The note of [`note_direct_refused`] for the device at `path`.
 pub fn note_direct_refused_at(path: &Path) {
-    eprintln!(
+    note!(
         "rbio: note: {}: O_DIRECT refused by the file system: reading through the page cache",
         path.display()
     );
@@ -88,14 +89,10 @@ fn unreadable_mirror(mirrors: &[MirrorStatus]) -> Option<(usize, &OpError)> {
 }
 
 /// The exit status an inspection calls for, in bringup's terms: 2 when a mirror could not be
-/// read (the inspection is incomplete; one line on stderr says which and why), 4 when bringup
-/// would ignore the chosen checkpoint, else 0.
+/// read (the inspection is incomplete), 4 when bringup would ignore the chosen checkpoint,
+/// else 0.
 fn inspect_exit(inspection: &Inspection) -> Exit {
-    if let Some((mirror_index, error)) = unreadable_mirror(&inspection.mirrors) {
-        eprintln!(
-            "rbio: error: mirror {mirror_index} could not be read: {}",
-            rbio_engines::error_line(error)
-        );
+    if unreadable_mirror(&inspection.mirrors).is_some() {
         Exit::DeviceError
     } else if inspection.ignored.is_some() {
         Exit::CheckpointIgnored
@@ -104,14 +101,21 @@ fn inspect_exit(inspection: &Inspection) -> Exit {
     }
 }
 
-/// `rbio inspect`: reads both mirrors and prints what they hold.
+/// `rbio inspect`: reads both mirrors and prints what they hold; a mirror that could not be
+/// read is also one line on stderr, saying which and why.
 pub fn inspect_device(args: &InspectArgs) -> Result<Exit, Failure> {
     let (inspection, device) = args.settings().inspect(&args.device)?;
     note_direct_refused(&device);
     if args.json {
-        println!("{}", inspection.to_json());
+        outln!("{}", inspection.to_json())?;
     } else {
-        print!("{}", render::inspect_text(&inspection));
+        out!("{}", render::inspect_text(&inspection))?;
+    }
+    if let Some((mirror_index, error)) = unreadable_mirror(&inspection.mirrors) {
+        note!(
+            "rbio: error: mirror {mirror_index} could not be read: {}",
+            rbio_engines::error_line(error)
+        );
     }
     Ok(inspect_exit(&inspection))
 }
@@ -181,9 +185,9 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
             "expected_stale": stale,
             "damaged": damaged,
         });
-        println!("{value}");
+        outln!("{value}")?;
     } else {
-        println!(
+        outln!(
             "wrote {} entries ({}) to {}: {} in {} writes; device {} (sparse where unwritten)",
             render::count(spec.entry_count),
             if spec.with_payloads {
@@ -195,16 +199,16 @@ pub fn prepare_image(args: &PrepareArgs) -> Result<Exit, Failure> {
             render::bytes(prepared.stats.written_bytes),
             render::count(prepared.stats.op_count),
             render::bytes(device.size_bytes()),
-        );
+        )?;
         match prepared.winning_seq {
-            Some(seq) => println!(
+            Some(seq) => outln!(
                 "bringup must choose checkpoint seq {seq}, keep {} entries and find {stale} stale",
                 prepared.expected_index_len()
-            ),
-            None => println!("no checkpoint survives: bringup must find an empty device"),
+            )?,
+            None => outln!("no checkpoint survives: bringup must find an empty device")?,
         }
         for line in &damaged {
-            println!("damaged {line}");
+            outln!("damaged {line}")?;
         }
     }
     Ok(Exit::Success)

@@ -16,6 +16,7 @@ use tempfile::TempDir;
 
 use crate::args::DemoArgs;
 use crate::exit::{Exit, Failure, UsageError};
+use crate::output::{note, out, outln, OutputError};
 use crate::progress::Bar;
 use crate::render::{self, Table};
 use crate::system::{self, CacheDropper};
@@ -68,9 +69,9 @@ pub fn demo(args: &DemoArgs) -> Result<Exit, Failure> {
     };
     let verdict = verdict(&prepared, &runs);
     if args.json {
-        print_json(args, &reads, &runs, &verdict);
+        print_json(args, &reads, &runs, &verdict)?;
     } else {
-        print_text(&image, args, &reads, &runs, &missing, &verdict);
+        print_text(&image, args, &reads, &runs, &missing, &verdict)?;
     }
     if !verdict.all_match {
         return Err("an engine's bringup differs from the damage done to the image".into());
@@ -137,7 +138,7 @@ struct Reads {
 fn direct_or_note(dir: &Path, image: &Path) -> Result<bool, Failure> {
     let device = open_device(image, true)?;
     if device.direct_refused() {
-        eprintln!(
+        note!(
             "rbio demo: note: the file system of {} does not take O_DIRECT: reading through \
              the page cache, which still holds the image (TMPDIR=DIR on a disk reads cold)",
             dir.display()
@@ -211,9 +212,9 @@ fn print_text(
     runs: &[Run],
     missing: &[(rbio_engines::EngineKind, &str)],
     verdict: &Verdict,
-) {
+) -> Result<(), OutputError> {
     let serial_secs = runs[0].recovered.report.phases.total.as_secs_f64();
-    println!(
+    outln!(
         "rbio demo: {} entries (headers only, 1 MiB slots) in {}, read {}, page cache {}",
         render::count(args.entries),
         image.display(),
@@ -223,16 +224,16 @@ fn print_text(
             (false, false) => "through the page cache (no O_DIRECT here)",
         },
         reads.page_cache
-    );
-    println!(
+    )?;
+    outln!(
         "{}, kernel {}, {}",
         system::disk_of(image),
         system::kernel(),
         system::cpu()
-    );
+    )?;
     match rbio_engines::uring_features() {
-        Some(features) => println!("io_uring features: {features}\n"),
-        None => println!("io_uring features: none (io_uring unavailable)\n"),
+        Some(features) => outln!("io_uring features: {features}\n")?,
+        None => outln!("io_uring features: none (io_uring unavailable)\n")?,
     }
     let mut table = Table::new(&[
         "engine",
@@ -256,11 +257,11 @@ fn print_text(
             format!("{:.1}", serial_secs / secs),
         ]);
     }
-    print!("{}", table.render());
+    out!("{}", table.render())?;
     for (kind, why) in missing {
-        println!("not shown: {} ({why})", kind.name());
+        outln!("not shown: {} ({why})", kind.name())?;
     }
-    println!();
+    outln!()?;
     let outcome = if verdict.all_match {
         format!(
             "and every engine found exactly those {} stale and kept the other {}",
@@ -270,14 +271,19 @@ fn print_text(
     } else {
         "but not every engine found exactly those: see the counts above".to_owned()
     };
-    println!(
+    outln!(
         "damaged {} slot headers after the last checkpoint ({}), {outcome}",
         verdict.damaged.len(),
         verdict.damaged.join(", ")
-    );
+    )
 }
 
-fn print_json(args: &DemoArgs, reads: &Reads, runs: &[Run], verdict: &Verdict) {
+fn print_json(
+    args: &DemoArgs,
+    reads: &Reads,
+    runs: &[Run],
+    verdict: &Verdict,
+) -> Result<(), OutputError> {
     let value = json!({
         "entries": args.entries,
         "direct": reads.direct,
@@ -289,7 +295,7 @@ fn print_json(args: &DemoArgs, reads: &Reads, runs: &[Run], verdict: &Verdict) {
             "report": run.recovered.report.to_json(),
         })).collect::<Vec<_>>(),
     });
-    println!("{value}");
+    outln!("{value}")
 }
 
 /// A new private directory (mode 0700, a name no one can guess) under the system's temporary

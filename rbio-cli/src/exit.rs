@@ -3,7 +3,10 @@
 use std::fmt;
 use std::process::ExitCode;
 
-/// Any failure of a subcommand; its exit code is 1 for a [`UsageError`], else 2.
+use crate::output::{note, OutputError};
+
+/// Any failure of a subcommand; its exit code is 1 for a [`UsageError`], 141 when stdout's
+/// reader left (an [`OutputError`]), else 2.
 pub type Failure = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// How a subcommand that ran to its end finished (the codes are in `rbio --help`).
@@ -25,8 +28,11 @@ pub enum Exit {
 
 /// Exit code for bad arguments (clap's errors and [`UsageError`]).
 pub const EXIT_USAGE: u8 = 1;
-/// Exit code for a device, layout or engine error.
+/// Exit code for a device, layout or engine error, or output stdout refused (a full disk).
 pub const EXIT_FAILURE: u8 = 2;
+/// Exit code when stdout's reader left before the output was all written: 128 + 13, what a
+/// shell reports for a program that SIGPIPE ended.
+pub const EXIT_READER_GONE: u8 = 141;
 
 impl Exit {
     /// The process exit code.
@@ -88,9 +94,16 @@ impl fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 /// Prints `error` as `rbio: error: ...` with each cause not already said, and returns the exit
-/// code for it.
+/// code for it. When stdout's reader left, nothing is printed: the command ends quietly, as a
+/// Unix tool that SIGPIPE ends does.
 pub fn report(error: &Failure) -> ExitCode {
-    eprintln!("rbio: error: {}", rbio_engines::error_line(&**error));
+    if error
+        .downcast_ref::<OutputError>()
+        .is_some_and(OutputError::reader_gone)
+    {
+        return ExitCode::from(EXIT_READER_GONE);
+    }
+    note!("rbio: error: {}", rbio_engines::error_line(&**error));
     let usage = error.downcast_ref::<UsageError>().is_some();
     ExitCode::from(if usage { EXIT_USAGE } else { EXIT_FAILURE })
 }

@@ -11,6 +11,7 @@ mod bench;
 mod commands;
 mod demo;
 mod exit;
+mod output;
 mod progress;
 mod render;
 mod several;
@@ -22,16 +23,20 @@ use clap::Parser;
 
 use crate::args::{Cli, Command};
 use crate::exit::{Exit, Failure, EXIT_USAGE};
+use crate::output::{note, OutputError};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => {
-            let _ = error.print(); // --help, --version
-            return ExitCode::SUCCESS;
+            // --help, --version
+            return match error.print() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(source) => exit::report(&OutputError::from(source).into()),
+            };
         }
         Err(error) => {
-            eprintln!("rbio: {}", usage_line(&error));
+            note!("rbio: {}", usage_line(&error));
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -2,20 +2,21 @@
 //! `bringup_many`, one report (or error) each in the order given, and the most severe exit.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rbio_recovery::Recovered;
 
 use crate::args::BringupArgs;
 use crate::commands::{exit_of, note_direct_refused_at};
 use crate::exit::{Exit, Failure};
+use crate::output::{note, out, outln, OutputError};
 use crate::progress::{device_label, Bars};
 use crate::render;
 
 /// Several devices at once: a report or an error each, in the order given, then the total
 /// time; the exit is the most severe of the devices'. A device's error is also one line on
 /// stderr, naming it.
-pub fn bringup_several(args: &BringupArgs, devices: &[PathBuf]) -> Exit {
+pub fn bringup_several(args: &BringupArgs, devices: &[PathBuf]) -> Result<Exit, Failure> {
     let started = Instant::now();
     let labels: Vec<String> = devices.iter().map(|d| device_label(d, 20)).collect();
     let bars = Bars::new(&labels);
@@ -37,29 +38,40 @@ pub fn bringup_several(args: &BringupArgs, devices: &[PathBuf]) -> Exit {
                 note_direct_refused_at(outcome.path)
             }
             Ok(_) => {}
-            Err(line) => eprintln!("rbio: error: {}", naming(outcome.path, line)),
+            Err(line) => note!("rbio: error: {}", naming(outcome.path, line)),
         }
     }
     if args.json {
         let devices: Vec<serde_json::Value> = outcomes.iter().map(DeviceOutcome::to_json).collect();
         let value = serde_json::json!({"devices": devices, "total_s": total.as_secs_f64()});
-        println!("{value}");
+        outln!("{value}")?;
     } else {
-        for outcome in &outcomes {
-            println!("== {} ==", outcome.path.display());
-            match &outcome.result {
-                Ok(recovered) => print!("{}", render::bringup_text(recovered, args.entries)),
-                Err(line) => println!("error: {line}"),
-            }
-            println!();
-        }
-        println!(
-            "{} devices brought up at once in {:.3} s",
-            outcomes.len(),
-            total.as_secs_f64()
-        );
+        print_text(&outcomes, args.entries, total)?;
     }
-    Exit::most_severe(outcomes.iter().map(|outcome| outcome.exit))
+    Ok(Exit::most_severe(
+        outcomes.iter().map(|outcome| outcome.exit),
+    ))
+}
+
+/// The reports for people, one after another, then the total time.
+fn print_text(
+    outcomes: &[DeviceOutcome<'_>],
+    all_entries: bool,
+    total: Duration,
+) -> Result<(), OutputError> {
+    for outcome in outcomes {
+        outln!("== {} ==", outcome.path.display())?;
+        match &outcome.result {
+            Ok(recovered) => out!("{}", render::bringup_text(recovered, all_entries))?,
+            Err(line) => outln!("error: {line}")?,
+        }
+        outln!()?;
+    }
+    outln!(
+        "{} devices brought up at once in {:.3} s",
+        outcomes.len(),
+        total.as_secs_f64()
+    )
 }
 
 /// `line`, led by `path` unless it names it already.

@@ -4,6 +4,8 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::output::note;
+
 /// The kernel release (`uname -r`).
 pub fn kernel() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -66,7 +68,7 @@ impl CacheDropper {
         if let Err(why) = drop() {
             self.failure_count += 1;
             if self.first_failure.is_none() {
-                eprintln!("{}: {why}", self.speaker);
+                note!("{}: {why}", self.speaker);
                 self.first_failure = Some(why);
             }
         }

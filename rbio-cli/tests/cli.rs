@@ -366,6 +366,7 @@ fn help_documents_the_exit_codes() {
         "4  bringup",
         "inspect: bringup would ignore",
         "5  bench",
+        "141  stdout's reader left",
     ] {
         assert!(out.contains(code), "{code:?} missing from --help:\n{out}");
     }

@@ -12,6 +12,7 @@ use super::images::{self, Image};
 use super::results::Spread;
 use super::runner;
 use crate::exit::Failure;
+use crate::output::note;
 use crate::render::{self, Table};
 use crate::system::CacheDropper;
 use rbio_engines::EngineConfig;
@@ -93,7 +94,7 @@ pub fn measure(
         .collect::<Result<_, _>>()?;
     let mut times: Vec<Times> = configs.iter().map(|_| Times::default()).collect();
     for round in 0..repeat {
-        eprintln!(
+        note!(
             "rbio bench: {entries} entries on 1, 2 and 4 devices, round {} of {repeat}",
             round + 1
         );

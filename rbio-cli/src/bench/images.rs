@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::demo::layout_for;
 use crate::exit::Failure;
+use crate::output::note;
 use crate::progress::Bar;
 use rbio_engines::tiny_pool;
 use rbio_engines::EngineConfig;
@@ -62,10 +63,10 @@ pub fn ensure_copy(dir: &Path, entries: u64, copy_index: usize) -> Result<Image,
         layout,
     };
     if recorded.as_ref() == Some(&stamp) && path.exists() {
-        eprintln!("rbio bench: reusing {}", path.display());
+        note!("rbio bench: reusing {}", path.display());
         return Ok(image);
     }
-    eprintln!(
+    note!(
         "rbio bench: preparing {} ({entries} entries, headers only)",
         path.display()
     );

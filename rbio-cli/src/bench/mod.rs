@@ -19,6 +19,7 @@ use std::path::PathBuf;
 
 use crate::args::BenchArgs;
 use crate::exit::{Exit, Failure, UsageError};
+use crate::output::{note, out, outln};
 use crate::system::{self, CacheDropper};
 use rbio_engines::{BringupSettings, EngineConfig, EngineKind};
 
@@ -48,7 +49,7 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
         Fio::find()
     };
     if let Err(why) = &fio {
-        eprintln!("rbio bench: {why}; the % of fio column stays empty");
+        note!("rbio bench: {why}; the % of fio column stays empty");
     }
     // A cold start for every run is what the benchmark measures: the page cache is dropped
     // before each (once up front too, so a refusal is said before the long runs), and the
@@ -91,11 +92,12 @@ pub fn bench(args: &BenchArgs) -> Result<Exit, Failure> {
         page_cache: cache.outcome(),
         fio: fio.map(|fio| fio.version),
     };
-    print!("{}", results::table(&context, &rows));
-    if !device_rows.is_empty() {
-        print!("{}", devices::table(&device_rows));
-    }
+    // The files first: they keep the measurements even if stdout's reader has left.
     write_outputs(args, &context, &rows, &device_rows)?;
+    out!("{}", results::table(&context, &rows))?;
+    if !device_rows.is_empty() {
+        out!("{}", devices::table(&device_rows))?;
+    }
     compare_with_baseline(args, &rows)
 }
 
@@ -117,7 +119,7 @@ fn entry_counts(args: &BenchArgs) -> Result<Vec<u64>, Failure> {
 fn configurations(quick: bool) -> Vec<EngineConfig> {
     let uring = rbio_engines::uring_usable();
     if !uring {
-        eprintln!("rbio bench: io_uring is not usable here; its rows are left out");
+        note!("rbio bench: io_uring is not usable here; its rows are left out");
     }
     let mut configs = vec![EngineConfig::serial()];
     if quick {
@@ -199,7 +201,7 @@ fn measure(
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     let mut fio_samples: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for round in 0..repeat {
-        eprintln!(
+        note!(
             "rbio bench: {entries} entries, round {} of {repeat}",
             round + 1
         );
@@ -269,13 +271,13 @@ fn write_outputs(
         let text = serde_json::to_string_pretty(&value)?;
         std::fs::write(path, text + "\n")
             .map_err(|error| format!("{}: cannot write: {error}", path.display()))?;
-        eprintln!("rbio bench: results written to {}", path.display());
+        note!("rbio bench: results written to {}", path.display());
     }
     if let Some(path) = &args.plot {
         let title = format!("rbio bringup, {} ({})", context.disk, context.kernel);
         std::fs::write(path, plot::svg(rows, &title))
             .map_err(|error| format!("{}: cannot write: {error}", path.display()))?;
-        eprintln!("rbio bench: plot written to {}", path.display());
+        note!("rbio bench: plot written to {}", path.display());
     }
     Ok(())
 }
@@ -285,12 +287,12 @@ fn compare_with_baseline(args: &BenchArgs, rows: &[Row]) -> Result<Exit, Failure
         return Ok(Exit::Success);
     };
     let comparisons = results::compare(path, rows, args.margin)?;
-    println!(
+    outln!(
         "\nagainst the baseline {} (speed-up over serial, margin {}%):",
         path.display(),
         args.margin
-    );
-    print!("{}", results::comparison_table(&comparisons, args.margin));
+    )?;
+    out!("{}", results::comparison_table(&comparisons, args.margin))?;
     if comparisons.is_empty() {
         return Err(format!(
             "{}: no row of the baseline matches this run (same engines and entry counts)",
@@ -300,7 +302,7 @@ fn compare_with_baseline(args: &BenchArgs, rows: &[Row]) -> Result<Exit, Failure
     }
     let regressed = comparisons.iter().filter(|c| c.regressed).count();
     if regressed > 0 {
-        eprintln!("rbio bench: {regressed} row(s) regressed against the baseline");
+        note!("rbio bench: {regressed} row(s) regressed against the baseline");
         return Ok(Exit::Regression);
     }
     Ok(Exit::Success)
