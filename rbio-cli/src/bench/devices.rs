@@ -88,6 +88,9 @@ pub fn measure(
     direct: bool,
     cache: &mut CacheDropper,
 ) -> Result<Vec<DevicesRow>, Failure> {
+    if configs.is_empty() {
+        return Ok(Vec::new());
+    }
     let copies = DEVICE_COUNTS[DEVICE_COUNTS.len() - 1];
     let images: Vec<Image> = (0..copies)
         .map(|copy_index| images::ensure_copy(dir, entries, copy_index))
