@@ -32,6 +32,9 @@ pub struct Index {
     records: Vec<Record>,
     texts: Vec<Arc<str>>,
     text_ids: HashMap<Arc<str>, u32>,
+    /// Per tensor field, the id of the text the last entry had: LMCache writes the same
+    /// metadata for entry after entry, and comparing with it costs far less than hashing.
+    last_text_ids: [u32; 4],
 }
 
 /// One entry of the recovered index, borrowed from it.
@@ -96,13 +99,32 @@ impl Index {
             ),
             Err(_) => (0, 0, [None; 4]),
         };
-        let tensor = texts.map(|text| text.map_or(ABSENT_TEXT, |text| self.text_id(text)));
+        let mut tensor = [ABSENT_TEXT; 4];
+        for (field, text) in texts.into_iter().enumerate() {
+            if let Some(text) = text {
+                tensor[field] = self.text_id_after(self.last_text_ids[field], text);
+                self.last_text_ids[field] = tensor[field];
+            }
+        }
         self.records.push(Record {
             key_end: self.keys.len() as u64,
             offset_bytes,
             size_bytes,
             tensor,
         });
+    }
+
+    /// The id of `text` in the table, adding it if new; `last_id` (a previous entry's text
+    /// for the same field, if any) is tried first.
+    fn text_id_after(&mut self, last_id: u32, text: &str) -> u32 {
+        let same = self
+            .texts
+            .get(last_id as usize)
+            .is_some_and(|last| **last == *text);
+        if same {
+            return last_id;
+        }
+        self.text_id(text)
     }
 
     /// The id of `text` in the table, adding it if new.
@@ -218,6 +240,20 @@ mod tests {
         assert_eq!(index.get(3), None);
         // [1], "uint8", null, [5], [2], "BINARY": six distinct texts for eleven fields.
         assert_eq!(index.texts.len(), 6);
+    }
+
+    #[test]
+    fn a_text_seen_before_the_last_entry_is_still_stored_once() {
+        // shape [1], [2], [1]: the third is not the last entry's text, so the table finds it.
+        let index = index_of(
+            r#"{"version":1,"entries":{
+            "a":{"offset":1,"size":2,"shape":[1]},
+            "b":{"offset":3,"size":4,"shape":[2]},
+            "c":{"offset":5,"size":6,"shape":[1]}}}"#,
+        );
+        assert_eq!(index.texts.len(), 2);
+        let shapes: Vec<_> = index.iter().map(|entry| entry.tensor_texts[0]).collect();
+        assert_eq!(shapes, [Some("[1]"), Some("[2]"), Some("[1]")]);
     }
 
     #[test]
