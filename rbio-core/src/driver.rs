@@ -168,6 +168,20 @@ pub fn stall_timeout_for(op_timeout: Option<Duration>) -> Duration {
     op_timeout.map_or(STALL_TIMEOUT_DEFAULT, |timeout| timeout.saturating_mul(2))
 }
 
+/// Where one [`Stream::run`] stands.
+struct RunState {
+    /// Operations with buffers, not yet submitted.
+    batch: Vec<Op>,
+    stats: StreamStats,
+    in_flight_count: usize,
+    /// An operation larger than a pool buffer: nothing more is submitted.
+    too_large: Option<StreamError>,
+    /// The spec that found no buffer free.
+    waiting: Option<OpSpec>,
+    /// Since when the stream has waited for a buffer with nothing in flight.
+    starved_since: Option<Instant>,
+}
+
 /// An operation spec with or without the buffer it needs.
 enum Attached {
     Op(Op),
@@ -192,7 +206,9 @@ impl<'a, E: Engine + ?Sized> Stream<'a, E> {
     }
 
     /// Keeps at most `window_ops_max` operations in flight (never more than the pool holds,
-    /// plus the reserve while the engine holds buffers).
+    /// plus the reserve while the engine holds buffers). The next operations go out before
+    /// the completions just reaped are visited, with buffers of their own: a pool of twice
+    /// the window lets `visit` overlap the device's work; a smaller one only delays them.
     pub fn window(mut self, window_ops_max: usize) -> Self {
         self.window_ops_max = window_ops_max.max(1);
         self
@@ -244,58 +260,75 @@ impl<'a, E: Engine + ?Sized> Stream<'a, E> {
         mut visit: impl FnMut(&Completion),
     ) -> Result<StreamStats, StreamError> {
         let mut specs = specs.into_iter();
-        let window_ops_max = self.window_ops_max;
-        let mut batch: Vec<Op> = Vec::with_capacity(window_ops_max);
-        let mut completions: Vec<Completion> = Vec::with_capacity(window_ops_max);
-        let mut stats = StreamStats::default();
-        let mut in_flight_count = 0usize;
-        let mut too_large = None;
-        // The spec that found no buffer free, and since when the stream has waited for one.
-        let mut waiting: Option<OpSpec> = None;
-        let mut starved_since: Option<Instant> = None;
+        let mut run = RunState {
+            batch: Vec::with_capacity(self.window_ops_max),
+            stats: StreamStats::default(),
+            in_flight_count: 0,
+            too_large: None,
+            waiting: None,
+            starved_since: None,
+        };
+        let mut completions: Vec<Completion> = Vec::with_capacity(self.window_ops_max);
         loop {
-            while too_large.is_none() && in_flight_count + batch.len() < window_ops_max {
-                let Some(spec) = waiting.take().or_else(|| specs.next()) else {
-                    break;
-                };
-                match self.attach(spec, &mut fill) {
-                    Attached::Op(op) => batch.push(op),
-                    Attached::NoBuffer(spec) => {
-                        waiting = Some(spec);
-                        break;
-                    }
-                    Attached::TooLarge(error) => too_large = Some(error),
-                }
-            }
-            in_flight_count += batch.len();
-            stats.in_flight_max = stats.in_flight_max.max(in_flight_count);
-            if !batch.is_empty() {
-                starved_since = None;
-                self.engine.submit(&mut batch);
-            }
-            if in_flight_count == 0 {
-                if let Some(error) = too_large {
+            self.top_up(&mut run, &mut specs, &mut fill);
+            if run.in_flight_count == 0 {
+                if let Some(error) = run.too_large {
                     return Err(error);
                 }
-                if waiting.is_none() {
-                    return Ok(stats);
+                if run.waiting.is_none() {
+                    return Ok(run.stats);
                 }
-                let since = *starved_since.get_or_insert_with(Instant::now);
+                let since = *run.starved_since.get_or_insert_with(Instant::now);
                 if !self.await_buffer(since + self.stall_timeout) {
-                    return Err(self.stalled(waiting, &mut specs, since.elapsed()));
+                    return Err(self.stalled(run.waiting, &mut specs, since.elapsed()));
                 }
                 continue;
             }
             let deadline = Instant::now() + self.stall_timeout;
             if self.engine.reap(&mut completions, Wait::Until(deadline)) == 0 {
-                return Err(self.stalled(waiting, &mut specs, self.stall_timeout));
+                return Err(self.stalled(run.waiting, &mut specs, self.stall_timeout));
             }
-            in_flight_count -= completions.len();
+            run.in_flight_count -= completions.len();
+            // The device gets its next operations before the caller looks at these
+            // completions, where the pool has buffers to spare: what `visit` costs then
+            // overlaps the device's work instead of leaving its queue short.
+            self.top_up(&mut run, &mut specs, &mut fill);
             for completion in completions.drain(..) {
-                count(&mut stats, &completion);
+                count(&mut run.stats, &completion);
                 visit(&completion);
             }
         }
+    }
+
+    /// Attaches buffers to specs until the window is full, no buffer is free or the specs
+    /// run out, and submits them.
+    fn top_up(
+        &mut self,
+        run: &mut RunState,
+        specs: &mut impl Iterator<Item = OpSpec>,
+        fill: &mut impl FnMut(&OpInfo, &mut [u8]),
+    ) {
+        while run.too_large.is_none() && run.in_flight_count + run.batch.len() < self.window_ops_max
+        {
+            let Some(spec) = run.waiting.take().or_else(|| specs.next()) else {
+                break;
+            };
+            match self.attach(spec, fill) {
+                Attached::Op(op) => run.batch.push(op),
+                Attached::NoBuffer(spec) => {
+                    run.waiting = Some(spec);
+                    break;
+                }
+                Attached::TooLarge(error) => run.too_large = Some(error),
+            }
+        }
+        if run.batch.is_empty() {
+            return;
+        }
+        run.in_flight_count += run.batch.len();
+        run.stats.in_flight_max = run.stats.in_flight_max.max(run.in_flight_count);
+        run.starved_since = None;
+        self.engine.submit(&mut run.batch);
     }
 
     /// `spec` with a buffer attached (none for a flush), or back if no buffer is free.

@@ -99,9 +99,11 @@ fn a_read_refused_as_misconfigured_stops_bringup_with_one_line() {
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("Invalid argument"), "{line}");
         assert!(line.contains("--buffered"), "no fix named: {line}");
+        // The window in flight when the refusal came back, and the window sent before it
+        // was looked at (the stream tops up before it visits completions).
         assert!(
-            engine.counts().failed <= 4,
-            "reads went on past the window of the first refusal: {:?}",
+            engine.counts().failed <= 2 * 4,
+            "reads went on past two windows of the first refusal: {:?}",
             engine.counts()
         );
     }

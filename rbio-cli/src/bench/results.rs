@@ -294,7 +294,7 @@ fn goals(rows: &[Row]) -> String {
             .unwrap_or(0);
         let _ = writeln!(
             out,
-            "goal: bounded memory: header buffers at most {} (window x read size, whatever the \
+            "goal: bounded memory: header buffers at most {} (2 x window x read size, whatever the \
              entry count); peak process memory {} at {} entries (the parsed checkpoint and index)",
             render::bytes(buffers),
             render::bytes(peak),

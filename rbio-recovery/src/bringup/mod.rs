@@ -286,8 +286,10 @@ impl Bringup {
         let header_bytes = header_read_bytes(&device, &options.layout);
         let window = options.window_ops_max.max(1);
         let header_buffer_bytes = header_bytes.next_multiple_of(PAGE_BYTES);
-        let header_pool =
-            BufferPool::new(header_buffer_bytes, window, PAGE_BYTES).map_err(BringupError::Pool)?;
+        // Twice the window: the stream sends the next reads before it judges the headers
+        // just read, whose buffers it still holds.
+        let header_pool = BufferPool::new(header_buffer_bytes, 2 * window, PAGE_BYTES)
+            .map_err(BringupError::Pool)?;
         let header_reserve =
             BufferPool::new(header_buffer_bytes, window, PAGE_BYTES).map_err(BringupError::Pool)?;
         let chunk_bytes = PAYLOAD_CHUNK_BYTES.max(options.layout.block_align as usize);
