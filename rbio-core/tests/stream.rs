@@ -72,39 +72,32 @@ fn window_limits_operations_in_flight() {
 }
 
 #[test]
-fn the_next_operations_go_out_before_completions_are_visited() {
-    let (_file, device) = image(1 << 20);
-    let mut engine = SerialEngine::new(device).unwrap();
-    let pool = BufferPool::new(4096, 8, 4096).unwrap();
-    let specs = (0..64u64).map(|tag| OpSpec::read(tag, tag * 4096, 4096));
-    let mut taken_while_visiting = 0;
-    Stream::new(&mut engine, &pool)
-        .window(4)
-        .run_reads(specs, |_| {
-            taken_while_visiting = taken_while_visiting.max(pool.taken_count());
-        })
-        .unwrap();
-    // More than the window's buffers taken during a visit: the reads after the completion
-    // were already submitted with buffers of their own.
-    assert!(taken_while_visiting > 4, "{taken_while_visiting}");
-}
-
-#[test]
-fn a_pool_no_larger_than_the_window_still_completes_everything() {
-    let (_file, device) = image(1 << 20);
-    let mut engine = SerialEngine::new(device).unwrap();
-    let pool = BufferPool::new(4096, 4, 4096).unwrap();
-    let specs = (0..64u64).map(|tag| OpSpec::read(tag, tag * 4096, 4096));
-    let mut visited = 0;
-    let stats = Stream::new(&mut engine, &pool)
-        .window(4)
-        .run_reads(specs, |completion| {
-            assert_eq!(completion.result(), &Ok(4096));
-            visited += 1;
-        })
-        .unwrap();
-    assert_eq!((visited, stats.op_count), (64, 64));
-    assert_eq!(pool.taken_count(), 0);
+fn the_next_operations_go_out_before_completions_are_visited_when_buffers_allow() {
+    // Window 4: a pool of 8 has buffers to spare for the top-up, a pool of 4 has none.
+    for pool_buffer_count in [8, 4] {
+        let (_file, device) = image(1 << 20);
+        let mut engine = SerialEngine::new(device).unwrap();
+        let pool = BufferPool::new(4096, pool_buffer_count, 4096).unwrap();
+        let specs = (0..64u64).map(|tag| OpSpec::read(tag, tag * 4096, 4096));
+        let (mut visited, mut taken_while_visiting) = (0, 0);
+        let stats = Stream::new(&mut engine, &pool)
+            .window(4)
+            .run_reads(specs, |completion| {
+                assert_eq!(completion.result(), &Ok(4096));
+                visited += 1;
+                taken_while_visiting = taken_while_visiting.max(pool.taken_count());
+            })
+            .unwrap();
+        assert_eq!((visited, stats.op_count), (64, 64));
+        assert_eq!(pool.taken_count(), 0, "every buffer back");
+        // More than the window's buffers taken during a visit: the reads after the
+        // completion were already out, with buffers of their own.
+        assert_eq!(
+            taken_while_visiting > 4,
+            pool_buffer_count > 4,
+            "pool {pool_buffer_count}: {taken_while_visiting} taken while visiting"
+        );
+    }
 }
 
 #[test]
