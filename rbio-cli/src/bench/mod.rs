@@ -8,6 +8,7 @@
 //! 2 and 4 copies of each image up at once, against the same copies one by one.
 
 mod devices;
+mod engine_only;
 mod fio;
 mod images;
 mod plot;
@@ -200,6 +201,7 @@ fn measure(
     };
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     let mut fio_samples: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let mut engine_only_samples: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     for round in 0..repeat {
         note!(
             "rbio bench: {entries} entries, round {} of {repeat}",
@@ -211,6 +213,16 @@ fn measure(
             samples[index].push(sample);
         }
         if let (Some(fio), Some(headers)) = (fio, &headers) {
+            // The engine alone beside fio: every configuration that keeps several reads in
+            // flight (serial's row is fio at depth 1 already).
+            for ((config, &depth), samples) in
+                configs.iter().zip(&depths).zip(&mut engine_only_samples)
+            {
+                if depth > 1 {
+                    cache.drop_now();
+                    samples.push(engine_only::read_headers(headers, config, direct)?);
+                }
+            }
             for &depth in &depths {
                 if fio_samples.get(&depth).is_some_and(|s| s.len() > round) {
                     continue;
@@ -226,11 +238,14 @@ fn measure(
         .iter()
         .zip(&samples)
         .zip(&depths)
-        .map(|((config, samples), &depth)| {
+        .zip(&engine_only_samples)
+        .map(|(((config, samples), &depth), engine_only)| {
             let mut row = Row::from_samples(config.label(), entries, depth, samples);
             row.fio_iops = fio_samples
                 .get(&depth)
                 .map(|iops| results::Spread::of(iops).median);
+            row.engine_only_iops =
+                (!engine_only.is_empty()).then(|| results::Spread::of(engine_only).median);
             row
         })
         .collect())

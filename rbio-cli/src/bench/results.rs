@@ -72,6 +72,9 @@ pub struct Row {
     pub speedup: f64,
     /// fio's reads per second for the same header reads at the same depth, if measured.
     pub fio_iops: Option<f64>,
+    /// Reads per second of the same header reads through the engine alone (no parsing, no
+    /// judging), if measured.
+    pub engine_only_iops: Option<f64>,
 }
 
 impl Row {
@@ -104,6 +107,7 @@ impl Row {
                 .unwrap_or(0),
             speedup: f64::NAN,
             fio_iops: None,
+            engine_only_iops: None,
         }
     }
 
@@ -127,6 +131,11 @@ impl Row {
         self.fio_iops.map(|iops| self.headers_per_sec() / iops)
     }
 
+    /// The engine alone's rate for the same reads as a fraction of fio's.
+    pub fn engine_only_fio_fraction(&self) -> Option<f64> {
+        Some(self.engine_only_iops? / self.fio_iops?)
+    }
+
     fn to_json(&self) -> Value {
         let spread = |s: &Spread| json!({"median": s.median, "min": s.min, "max": s.max});
         json!({
@@ -146,6 +155,7 @@ impl Row {
             "headers_per_sec": self.headers_per_sec(),
             "speedup_vs_serial": self.speedup,
             "fio_iops": self.fio_iops,
+            "engine_only_iops": self.engine_only_iops,
             "fio_fraction": self.fio_fraction(),
             "peak_rss_bytes": self.peak_rss_bytes,
             "peak_rss_bytes_per_entry": self.peak_rss_bytes_per_entry(),
@@ -209,7 +219,9 @@ pub fn table(context: &Context, rows: &[Row]) -> String {
         Ok(version) => {
             let _ = writeln!(
                 out,
-                "fio: {version}, strided read of the same headers, io_uring, same depth"
+                "fio: {version}, strided read of the same headers, io_uring, same depth; \
+                 \"engine alone\": the same reads through the row's engine without bringup's \
+                 work, as a % of fio"
             );
         }
         Err(why) => {
@@ -225,6 +237,7 @@ pub fn table(context: &Context, rows: &[Row]) -> String {
         "entries/s",
         "× serial",
         "% of fio",
+        "engine alone",
         "validate",
         "peak mem",
         "B/entry",
@@ -237,8 +250,8 @@ pub fn table(context: &Context, rows: &[Row]) -> String {
             format!("{:.0}%", row.total_secs.plus_minus_percent()),
             render::count(row.entries_per_sec() as u64),
             format!("{:.2}", row.speedup),
-            row.fio_fraction()
-                .map_or_else(|| "-".to_owned(), |f| format!("{:.0}%", f * 100.0)),
+            percent(row.fio_fraction()),
+            percent(row.engine_only_fio_fraction()),
             format!("{:.0}%", row.phase_secs[3] / row.total_secs.median * 100.0),
             render::bytes(row.peak_rss_bytes),
             render::count(row.peak_rss_bytes_per_entry()),
@@ -247,6 +260,11 @@ pub fn table(context: &Context, rows: &[Row]) -> String {
     out.push_str(&table.render());
     out.push_str(&goals(rows));
     out
+}
+
+/// A fraction as a whole percentage, or `-` where it was not measured.
+fn percent(fraction: Option<f64>) -> String {
+    fraction.map_or_else(|| "-".to_owned(), |f| format!("{:.0}%", f * 100.0))
 }
 
 /// The closing note: the issue's goals, each with the numbers that decide it.
