@@ -609,7 +609,8 @@ impl RawBlockDevice {
     }
 
     /// Waits for a batch: `(ok per operation, [(index, "Type: message")])`; `([], [])` for a
-    /// posix device or an unknown or already waited id.
+    /// posix device or an unknown or already waited id; `RuntimeError` once the device is
+    /// closed, also when a close forgot the batch while this call waited.
     fn wait_iouring(&self, py: Python<'_>, batch_id: u64) -> PyResult<BatchResult> {
         self.live()?;
         if !self.uring {
@@ -642,6 +643,9 @@ impl RawBlockDevice {
         });
         drop(targets);
         if waited.is_none() {
+            // A close that ran while this call waited forgot the batch: say so, rather than
+            // answer as for an unknown id.
+            self.live()?;
             return Ok((Vec::new(), Vec::new()));
         }
         failures.sort_by_key(|(op_index, _)| *op_index);
