@@ -194,7 +194,7 @@ impl<C: Codec> Ring<C> {
                 Outcome::Moved(moved_bytes) => slots.moved(key, moved_bytes, out),
                 Outcome::Errno(errno) => slots.failed(key, errno, out),
                 Outcome::Failed(error) => {
-                    slots.finish_into(key, Err(error), out);
+                    out.push(slots.finish(key, Err(error)));
                     Next::Done
                 }
             };

@@ -383,7 +383,7 @@ impl Slots {
         let short = moved_bytes < slot.piece_bytes;
         match slot.record_moved(moved_bytes) {
             Some(result) => {
-                self.finish_into(key, result, out);
+                out.push(self.finish(key, result));
                 Next::Done
             }
             None => {
@@ -407,7 +407,7 @@ impl Slots {
         } else {
             IoError::Os(errno)
         };
-        self.finish_into(key, Err(error), out);
+        out.push(self.finish(key, Err(error)));
         Next::Done
     }
 
@@ -416,17 +416,6 @@ impl Slots {
     pub(crate) fn finish(&mut self, key: usize, result: Result<usize, IoError>) -> Completion {
         assert_eq!(self.slab[key].state, SlotState::Waiting, "slot {key}");
         self.slab.remove(key).op.complete(result)
-    }
-
-    /// [`Slots::finish`], into `out`.
-    #[inline]
-    pub(crate) fn finish_into(
-        &mut self,
-        key: usize,
-        result: Result<usize, IoError>,
-        out: &mut Vec<Completion>,
-    ) {
-        out.push(self.finish(key, result));
     }
 
     /// Completes waiting slot `key` with `error` into `ready` (its piece could not be encoded).

@@ -33,12 +33,15 @@ impl<C: Codec> Ring<C> {
             ..
         } = self;
         let mut sq = ring.submission();
-        for mut op in ops.drain(..) {
+        for op in ops.drain(..) {
+            let mut op = match device.admit(op) {
+                Ok(op) => op,
+                Err(refused) => {
+                    slots.push_ready(refused);
+                    continue;
+                }
+            };
             let info = op.info();
-            if let Err(error) = device.check(&info, op.buffer()) {
-                slots.push_ready(op.complete(Err(error)));
-                continue;
-            }
             let addr = op
                 .buffer_mut()
                 .map_or(0, |buffer| buffer.as_mut_ptr() as usize);
